@@ -1,0 +1,76 @@
+"""`alexctl preprocess`: parse the flags, run alexctl.data.preprocess, print the summary."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from alexctl.cli.options import JSON, emit, workers_option
+from alexctl.config import PreprocessOptions
+from alexctl.console import progress
+from alexctl.data.preprocess import Inputs, default_workers, parse_part, preprocess
+
+_D = PreprocessOptions()
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+
+
+def command(
+    source: Path = typer.Argument(..., help="ImageFolder tree, flat folder (with --labels), .tar, or tar of per-class tars."),
+    data_dir: Path = typer.Argument(..., help="Data directory to write (shared by training runs)."),
+    split: Split = typer.Option(Split.train, "--split", help="Which split to write; train also writes the statistics."),
+    labels: Path = typer.Option(None, "--labels", help="Labels for a flat folder: `name,label`, `name label`, "
+                                "LOC_val_solution.csv, or ILSVRC2012_validation_ground_truth.txt (with --devkit)."),
+    classes: Path = typer.Option(None, "--classes", help="`wnid<TAB>name` lines fixing the class set and order "
+                                 "(e.g. ILSVRC's 1000 synsets)."),
+    names: Path = typer.Option(None, "--names", help="`wnid<TAB>name` lines naming the classes, without changing them."),
+    devkit: Path = typer.Option(None, "--devkit", help="ILSVRC2012 devkit folder (its data/meta.mat maps ILSVRC IDs to wnids)."),
+    size: int = typer.Option(_D.size, "--size", min=8, help="Shorter side rescaled to this, then the central square (paper: 256)."),
+    quality: int = typer.Option(_D.quality, "--quality", min=1, max=100, help="JPEG quality of the shard images."),
+    shard_size: int = typer.Option(_D.shard_size, "--shard-size", min=1, help="Images per shard."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of the class-mixed order across shards."),
+    holdout: float = typer.Option(_D.holdout, "--holdout", min=0.0, max=0.9,
+                                  help="Hold this fraction of every class out of train; --split val then takes exactly it."),
+    holdout_seed: int = typer.Option(_D.holdout_seed, "--holdout-seed", help="Which images are held out."),
+    exact_decode: bool = typer.Option(False, "--exact-decode", help="Decode every JPEG at full size with the accurate "
+                                      "IDCT (slower; the default's PSNR against it is >= 35 dB)."),
+    workers: int = workers_option(),
+    part: str = typer.Option(None, "--part", help="I/N: do a deterministic 1/N of the shards (N machines or cron jobs); "
+                             "the split is merged when its last shard is done."),
+    force: bool = typer.Option(False, "--force", help="Redo a split that is already complete."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was skipped."),
+    as_json: bool = JSON,
+) -> None:
+    """Rescale images to 256 on the shorter side, cut the central 256x256, write WebDataset shards
+    and (train split) the mean image and RGB PCA statistics.
+
+    Example:
+
+        alexctl preprocess ILSVRC2012_img_train.tar data/ --classes synsets.txt
+
+        alexctl preprocess val/ data/ --split val --labels LOC_val_solution.csv
+
+        alexctl preprocess imagenette/ data/ --holdout 0.1 && alexctl preprocess imagenette/ data/ --split val --holdout 0.1
+    """
+    options = PreprocessOptions(size=size, quality=quality, shard_size=shard_size, seed=seed, holdout=holdout,
+                                holdout_seed=holdout_seed, fast_decode=not exact_decode)
+    summary = preprocess(
+        Inputs(source, labels, classes, names, devkit), data_dir, split.value, options,
+        workers=workers or default_workers(), part=parse_part(part) if part else None, force=force, strict=strict,
+        progress=progress,
+    )
+    state = "already complete" if summary.get("already_complete") else ("complete" if summary["complete"] else "partial")
+    lines = [f"{split.value}: {summary['written']} written, {len(summary['skipped'])} skipped of {summary['found']} "
+             f"found, {len(summary['shards'])} shards ({state}) in {summary['data_dir']}"]
+    lines += [f"  skipped {s['path']}: {s['reason']}" for s in summary["skipped"][:20]]
+    if summary["images_per_second"]:
+        lines.append(f"  {summary['images_per_second']} images/s over {summary['seconds']:.1f} s")
+    if summary["stats"]:
+        lines.append(f"  statistics: {summary['stats']}")
+    emit(summary, as_json, lines)
+

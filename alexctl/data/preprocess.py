@@ -1,0 +1,370 @@
+"""`alexctl preprocess`: images from a SOURCE into one split of a data directory.
+
+    scan SOURCE -> labels -> class indices -> (hold out) -> plan -> prepare shards -> merge
+
+The plan (which image goes into which shard, in which order) depends only on the
+input and the options, so the result is the same whatever `--workers` is, whichever
+`--part I/N` runs did the work, and however often a killed run was restarted: each
+shard is written whole under a temporary name, then its sidecar; a shard whose
+sidecar exists is done. When every shard is done the split is merged: index,
+classes and statistics (train split), and the manifest last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alexctl import __version__, rundir
+from alexctl.config import PreprocessOptions, to_dict
+from alexctl.console import ProgressFactory, no_progress
+from alexctl.data import shards as shard_ops
+from alexctl.data import stats as stats_ops
+from alexctl.data.labels import ClassList, image_stem, read_class_file, read_label_file, read_names
+from alexctl.data.sources import Item, sample_keys, scan
+from alexctl.errors import UserError, WorkFailed
+
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What to read, besides the options: the source and the optional label and class files."""
+
+    source: Path
+    labels: Path | None = None
+    classes: Path | None = None
+    names: Path | None = None
+    devkit: Path | None = None
+
+
+def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOptions, *, workers: int,
+               part: tuple[int, int] | None = None, force: bool = False, strict: bool = False,
+               progress: ProgressFactory = no_progress) -> dict:
+    """Prepare `split` of `data_dir`; returns the summary that `--json` prints."""
+    started = time.monotonic()
+    data = rundir.DataDir(Path(data_dir))
+    split_dir = data.split(split)
+    request = _request(inputs, options)
+    if part is not None and force:
+        raise UserError("--force cannot be combined with --part: redo the whole split without --part.")
+    lock_path = split_dir.lock if part is None else split_dir.root / f".lock-part-{part[0]}-of-{part[1]}"
+    with rundir.DirectoryLock(lock_path, f"preprocess --split {split}"):
+        if split_dir.manifest.exists() and not force:
+            return _already_done(split_dir, request, started)
+        if force:
+            _clear(data, split)
+        rundir.clear_failure(split_dir.failed)
+        plan, classes = _make_plan(inputs, data, split, options)
+        mine = [i for i in range(len(plan.shards)) if part is None or i % part[1] == part[0]]
+        todo = [i for i in mine if not _shard_done(split_dir, i, plan.digest)]
+        for i in todo:
+            for stale in split_dir.root.glob(f".shard-{i:06d}.*{rundir.TMP_MARK}*"):
+                stale.unlink(missing_ok=True)
+        processed = sum(len(plan.shards[i]) for i in todo)
+        if processed:
+            with progress(f"preprocess {split}", processed) as bar:
+                _write_shards(split_dir, plan, todo, classes, options, split == "train", workers, bar)
+        complete = all(_shard_done(split_dir, i, plan.digest) for i in range(len(plan.shards)))
+        scope = range(len(plan.shards)) if complete else mine
+        sidecars = {i: rundir.load_npz(split_dir.shard_sidecar(i)) for i in scope}
+        summary = _summarise(split_dir, sidecars, plan, data, split, classes, processed, started, complete)
+        if complete:
+            _merge(data, split, plan, classes, sidecars, request, summary)
+        if strict and summary["skipped"]:
+            first = summary["skipped"][0]
+            message = (f"{len(summary['skipped'])} of {summary['found']} images could not be used "
+                       f"(first: {first['path']}: {first['reason']}), and --strict was given.")
+            rundir.record_failure(split_dir.failed, "preprocess", message)
+            split_dir.manifest.unlink(missing_ok=True)
+            raise WorkFailed(message)
+        return summary
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """'I/N' with 0 <= I < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--part {text!r} is not of the form I/N (for example 0/4).") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--part {text!r} needs 0 <= I < N.")
+    return i, n
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _make_plan(inputs: Inputs, data: rundir.DataDir, split: str, options: PreprocessOptions):
+    items = scan(inputs.source)
+    keys = sample_keys(items)
+    label_names = _labels(items, inputs)
+    classes = _classes(data, split, label_names, inputs)
+    resolver = classes.resolver()
+    images = [
+        shard_ops.PlannedImage(key, resolver.index(name, where=f"image {item.relpath}"), item)
+        for key, name, item in zip(keys, label_names, items)
+    ]
+    if options.holdout > 0:
+        images = _hold_out(images, options.holdout, options.holdout_seed, keep="val" if split == "val" else "train")
+    if not images:
+        raise UserError(f"SOURCE {inputs.source} leaves no images for the {split} split.")
+    shaping = {**options.shaping(), "classes": list(classes.wnids)}
+    return shard_ops.make_plan(images, options.shard_size, options.seed, shaping), classes
+
+
+def _labels(items: list[Item], inputs: Inputs) -> list[str]:
+    if inputs.labels is not None:
+        table = read_label_file(inputs.labels, inputs.devkit)
+        missing = [it.relpath for it in items if image_stem(it.name) not in table]
+        if missing:
+            raise UserError(f"{len(missing)} images in {inputs.source} have no line in --labels {inputs.labels} "
+                            f"(first: {missing[0]}).")
+        return [table[image_stem(it.name)] for it in items]
+    flat = [it.relpath for it in items if it.folder is None]
+    if flat:
+        raise UserError(
+            f"SOURCE {inputs.source} holds images outside class folders (first: {flat[0]}); "
+            "give --labels FILE for a flat folder, or point at the folder whose subfolders are the classes."
+        )
+    folders = sorted({it.folder for it in items})
+    if len(folders) == 1 and inputs.classes is None:
+        raise UserError(
+            f"SOURCE {inputs.source} holds one class folder only ({folders[0]!r}); "
+            "a flat folder of images needs --labels FILE, and a single class needs --classes FILE."
+        )
+    return [it.folder for it in items]
+
+
+def _classes(data: rundir.DataDir, split: str, label_names: list[str], inputs: Inputs) -> ClassList:
+    if inputs.classes is not None:
+        classes = read_class_file(inputs.classes)
+    elif split == "train":
+        wnids = tuple(sorted(set(label_names)))
+        classes = ClassList(wnids, wnids)
+    elif data.classes.exists():
+        classes = ClassList.from_json(rundir.read_json(data.classes, "class list"))
+    else:
+        raise UserError(
+            f"{data.classes} does not exist: preprocess the train split into {data.root} first "
+            "(a val split reuses its class indices), or give --classes FILE."
+        )
+    if inputs.names is not None:
+        classes = classes.with_names(read_names(inputs.names))
+    if split == "val" and data.classes.exists() and inputs.classes is not None:
+        trained = ClassList.from_json(rundir.read_json(data.classes, "class list"))
+        if trained.wnids != classes.wnids:
+            raise UserError(f"--classes {inputs.classes} orders the classes differently from {data.classes}.")
+    return classes
+
+
+def _hold_out(images: list, fraction: float, seed: int, keep: str) -> list:
+    """A fixed fraction of every class, chosen by a seeded hash of the key: stable and disjoint."""
+    by_class: dict[int, list] = {}
+    for im in images:
+        by_class.setdefault(im.label, []).append(im)
+    held = set()
+    for members in by_class.values():
+        ranked = sorted(members, key=lambda im: hashlib.sha1(f"{seed}:{im.key}".encode()).hexdigest())
+        held.update(im.key for im in ranked[: int(round(fraction * len(members)))])
+    return [im for im in images if (im.key in held) == (keep == "val")]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _shard_done(split_dir: rundir.SplitDir, i: int, digest: str) -> bool:
+    sidecar, shard = split_dir.shard_sidecar(i), split_dir.shard(i)
+    if not sidecar.exists() or not shard.exists():
+        return False
+    try:
+        meta = rundir.load_npz(sidecar)
+    except UserError:
+        return False
+    return str(meta["plan"]) == digest and int(meta["tar_bytes"]) == shard.stat().st_size
+
+
+def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, bar) -> None:
+    tasks, remaining = [], {}
+    for i in todo:
+        shard_tasks = shard_ops.chunk_tasks(plan, i, classes.wnids, options.size, options.quality,
+                                            options.fast_decode, with_stats)
+        tasks += shard_tasks
+        remaining[i] = len(shard_tasks)
+    pending: list = []
+    for result in _map(shard_ops.process_chunk, tasks, workers):
+        shard_index = result[0]
+        pending.append(result)
+        bar.advance(len(result[2]) + len(result[3]))
+        remaining[shard_index] -= 1
+        if remaining[shard_index] == 0:
+            data, sidecar = shard_ops.build_shard(plan.digest, shard_index, pending)
+            rundir.atomic_write_bytes(split_dir.shard(shard_index), data)
+            rundir.save_npz(split_dir.shard_sidecar(shard_index), **sidecar)  # after the shard: marks it done
+            pending = []
+
+
+def _map(fn, tasks, workers):
+    """fn over tasks, results in task order, on `workers` processes (1: in this process)."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["alexctl.data.shards"])  # workers start with torch and numpy imported
+    # One thread per worker for BLAS and OpenMP: parallelism comes from the workers, and
+    # oversubscribed threads made preprocessing three times slower (measured, 2 cores).
+    # The variables must be set before the fork server starts; it keeps them.
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: "1" for k in _THREAD_VARIABLES})
+    try:
+        pool = context.Pool(min(workers, len(tasks)), initializer=_worker_init)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with pool:
+        yield from pool.imap(fn, tasks, chunksize=1)
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------- merging and summaries
+
+
+def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars: dict, request: dict,
+           summary: dict) -> None:
+    split_dir = data.split(split)
+    sidecars = [sidecars[i] for i in range(len(plan.shards))]
+    rundir.save_npz(
+        split_dir.index,
+        keys=np.concatenate([s["keys"] for s in sidecars]).astype(str),
+        labels=np.concatenate([s["labels"] for s in sidecars]),
+        shard=np.concatenate([np.full(len(s["keys"]), i, np.int64) for i, s in enumerate(sidecars)]),
+        offset=np.concatenate([s["offsets"] for s in sidecars]),
+        size=np.concatenate([s["sizes"] for s in sidecars]),
+    )
+    if split == "train":
+        rundir.write_json(data.classes, classes.to_json())
+        acc = stats_ops.StatsAccumulator.empty(request["options"]["size"])
+        for s in sidecars:
+            acc.merge(stats_ops.StatsAccumulator.from_arrays(s))
+        if acc.images == 0:
+            raise WorkFailed(f"no image of the train split could be decoded; see {split_dir.root}.")
+        stats = stats_ops.finish(acc)
+        rundir.save_npz(data.stats, **stats)
+        rundir.write_json(data.stats_summary, stats_ops.summary(stats))
+    labels = np.concatenate([s["labels"] for s in sidecars])
+    shard_hashes = [str(s["tar_sha256"]) for s in sidecars]
+    manifest = {
+        "kind": "data-split",
+        "split": split,
+        "alexctl_version": __version__,
+        "created": rundir._now(),
+        **request,
+        "plan": plan.digest,
+        "identity": hashlib.sha256("".join(shard_hashes).encode()).hexdigest(),
+        "found": summary["found"],
+        "written": summary["written"],
+        "skipped": summary["skipped"],
+        "classes": len(classes),
+        "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
+        "shards": [{"path": split_dir.shard(i).name, "samples": int(len(s["keys"])), "bytes": int(s["tar_bytes"]),
+                    "sha256": h} for i, (s, h) in enumerate(zip(sidecars, shard_hashes))],
+        "index": split_dir.index.name,
+        "stats": data.stats.name if split == "train" else None,
+        "seconds": summary["seconds"],
+    }
+    rundir.write_json(split_dir.manifest, manifest)  # last: its presence means the split is complete
+
+
+def _summarise(split_dir, sidecars, plan, data, split, classes, processed, started, complete) -> dict:
+    written, skipped, paths = 0, [], []
+    for i, meta in sidecars.items():
+        written += len(meta["keys"])
+        skipped += [{"path": str(p), "reason": str(r)} for p, r in zip(meta["skipped_paths"], meta["skipped_reasons"])]
+        paths.append(str(split_dir.shard(i)))
+    seconds = time.monotonic() - started
+    return {
+        "split": split,
+        "data_dir": str(data.root),
+        "complete": complete,
+        "found": sum(len(plan.shards[i]) for i in sidecars),
+        "written": written,
+        "skipped": skipped,
+        "shards": paths,
+        "stats": str(data.stats) if split == "train" and complete else None,
+        "classes": len(classes),
+        "processed_now": processed,
+        "images_per_second": round(processed / seconds, 1) if processed else None,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _already_done(split_dir: rundir.SplitDir, request: dict, started: float) -> dict:
+    manifest = rundir.read_json(split_dir.manifest, "manifest")
+    changed = [k for k in request if manifest.get(k) != request[k]]
+    if changed:
+        detail = "; ".join(f"{k}: {manifest.get(k)} -> {request[k]}" for k in changed)
+        raise UserError(f"{split_dir.root} was made from other input or options ({detail}); "
+                        "pass --force to redo it.")
+    return {
+        "split": manifest["split"],
+        "data_dir": str(split_dir.root.parent),
+        "complete": True,
+        "already_complete": True,
+        "found": manifest["found"],
+        "written": manifest["written"],
+        "skipped": manifest["skipped"],
+        "shards": [str(split_dir.root / s["path"]) for s in manifest["shards"]],
+        "stats": str(split_dir.root.parent / manifest["stats"]) if manifest["stats"] else None,
+        "classes": manifest["classes"],
+        "processed_now": 0,
+        "images_per_second": None,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _request(inputs: Inputs, options: PreprocessOptions) -> dict:
+    def path(p):
+        return str(Path(p).resolve()) if p is not None else None
+
+    return {
+        "source": path(inputs.source),
+        "labels": path(inputs.labels),
+        "classes_file": path(inputs.classes),
+        "names_file": path(inputs.names),
+        "options": to_dict(options),
+    }
+
+
+def _clear(data: rundir.DataDir, split: str) -> None:
+    split_dir = data.split(split)
+    if split_dir.root.is_dir():
+        for p in split_dir.root.iterdir():
+            if p.name != split_dir.lock.name and p.is_file():
+                p.unlink()
+    if split == "train":
+        for p in (data.classes, data.stats, data.stats_summary):
+            p.unlink(missing_ok=True)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

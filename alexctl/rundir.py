@@ -1,0 +1,348 @@
+"""The only code that reads or writes files in data and run directories.
+
+docs/run-directory.md is the contract; the names below are its single home.
+Every file is written to a temporary name in the same folder and moved into place
+with os.replace, so a reader (or a Make target) never sees half a file, and a job
+killed at any moment (kill -9) leaves only temporaries that the next run removes.
+A directory's manifest (`manifest.json` for a data split, `run.json` for a run) is
+written last: its presence means the stage is complete.
+
+A directory in use is guarded by an flock on its `.lock` file. The kernel drops the
+flock when the holder dies, so a lock left by a killed process is recognised as
+stale and taken over; the file's contents (pid, command, progress) are for `status`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from alexctl.errors import UserError
+
+TMP_MARK = ".tmp."
+
+
+# ---------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class SplitDir:
+    """DATA_DIR/<split>/: WebDataset shards, their sidecars, the index and the manifest."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.npz"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed.json"
+
+    def shard(self, i: int) -> Path:
+        return self.root / f"shard-{i:06d}.tar"
+
+    def shard_sidecar(self, i: int) -> Path:
+        """Written after its shard: keys, offsets, skipped files, statistics accumulators."""
+        return self.root / f"shard-{i:06d}.npz"
+
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.root.glob("shard-*.tar"))
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Written by `alexctl preprocess`; shared by every training run on the same data."""
+
+    root: Path
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "classes.json"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.npz"
+
+    @property
+    def stats_summary(self) -> Path:
+        return self.root / "stats.json"
+
+    def split(self, name: str) -> SplitDir:
+        return SplitDir(self.root / name)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Written by `alexctl train` (one per training run) and read by eval, ensemble, report."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def manifest(self) -> Path:
+        """run.json: written when training completes; a Make target can depend on it."""
+        return self.root / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch-{epoch:04d}.pt"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def predictions(self, split: str, crops: int, tag: str = "") -> Path:
+        """eval/<split>-<crops>crop[-<tag>].npz: arrays keys, labels, probs."""
+        return self.eval_dir / f"{_eval_stem(split, crops, tag)}.npz"
+
+    def eval_metrics(self, split: str, crops: int, tag: str = "") -> Path:
+        return self.eval_dir / f"{_eval_stem(split, crops, tag)}.json"
+
+    def top5(self, split: str, crops: int, tag: str = "") -> Path:
+        return self.eval_dir / f"{_eval_stem(split, crops, tag)}-top5.tsv"
+
+
+def _eval_stem(split: str, crops: int, tag: str) -> str:
+    return f"{split}-{crops}crop" + (f"-{tag}" if tag else "")
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist.") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what} {path} cannot be read: {e}.") from None
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: Path, what: str = "file") -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist.") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what} {path} cannot be read: {e}.") from None
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_torch(path: Path, what: str = "checkpoint") -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist.") from None
+    except Exception as e:  # a truncated or foreign file: torch raises several types
+        raise UserError(f"{what} {path} cannot be read: {e}.") from None
+
+
+def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one line. A line cut short by a kill is dropped by read_jsonl."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # the last line of a killed writer
+    return rows
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Remove what killed writers left behind. Call only while holding the folder's lock."""
+    removed = 0
+    if folder.is_dir():
+        for p in folder.rglob(f".*{TMP_MARK}*"):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+# ---------------------------------------------------------------- locks
+
+
+class DirectoryLock:
+    """One writer per directory. A second one gets a UserError (exit 2) naming the holder."""
+
+    def __init__(self, path: Path, command: str):
+        self.path, self.command = path, command
+        self.fd: int | None = None
+        self.took_over_stale = False
+
+    def __enter__(self) -> "DirectoryLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(self.path) or {}
+            os.close(fd)
+            raise UserError(
+                f"{self.path.parent} is in use by another alexctl process "
+                f"(pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('started', '?')}); "
+                "wait for it to finish or stop it first."
+            ) from None
+        self.fd = fd
+        self.took_over_stale = os.fstat(fd).st_size > 0  # a dead holder's record is still there
+        self.update()
+        return self
+
+    def update(self, **progress: Any) -> None:
+        """Rewrite the record in place (not replaced: the flock is on this inode)."""
+        assert self.fd is not None
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": self.command,
+            "started": getattr(self, "_started", None) or _now(),
+            "updated": _now(),
+            **progress,
+        }
+        self._started = record["started"]
+        data = json.dumps(record).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def __exit__(self, *exc) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)  # an empty lock file means a clean exit
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock_holder(path: Path) -> dict | None:
+    """The record in a lock file, or None if it is empty or unreadable."""
+    try:
+        text = Path(path).read_text()
+        return json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def lock_state(path: Path) -> str:
+    """'free' (no lock or cleanly released), 'held' (a live process holds it) or 'stale' (its holder died)."""
+    if not Path(path).exists():
+        return "free"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "held"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "stale" if os.fstat(fd).st_size > 0 else "free"
+    finally:
+        os.close(fd)
+
+
+def record_failure(path: Path, command: str, error: str) -> None:
+    write_json(path, {"command": command, "error": error, "time": _now(), "pid": os.getpid()})
+
+
+def clear_failure(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def iter_files(folder: Path, pattern: str) -> Iterator[Path]:
+    return iter(sorted(Path(folder).glob(pattern)))
