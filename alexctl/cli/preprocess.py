@@ -10,7 +10,6 @@ import typer
 from alexctl.cli.options import JSON, emit, workers_option
 from alexctl.config import PreprocessOptions
 from alexctl.console import progress
-from alexctl.data.preprocess import Inputs, default_workers, parse_part, preprocess
 
 _D = PreprocessOptions()
 
@@ -57,6 +56,8 @@ def command(
 
         alexctl preprocess imagenette/ data/ --holdout 0.1 && alexctl preprocess imagenette/ data/ --split val --holdout 0.1
     """
+    from alexctl.data.preprocess import Inputs, default_workers, parse_part, preprocess
+
     options = PreprocessOptions(size=size, quality=quality, shard_size=shard_size, seed=seed, holdout=holdout,
                                 holdout_seed=holdout_seed, fast_decode=not exact_decode)
     summary = preprocess(

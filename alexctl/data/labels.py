@@ -20,6 +20,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from alexctl.errors import UserError
 
 
@@ -115,13 +117,15 @@ def read_label_file(path: Path, devkit: Path | None = None) -> dict[str, str]:
         return _loc_solution(path, lines)
     labels: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
-        if "," in line:
+        # The separator is whichever comes first, a comma or white space: `a.JPEG,n01440764`
+        # and `b.png tench, Tinca tinca` both read right. A quoted name goes through csv.
+        line = line.strip()
+        first_space = next((i for i, c in enumerate(line) if c.isspace()), len(line))
+        if line.startswith('"') or line.find(",") in range(0, first_space):
             row = next(csv.reader([line]))
             name, label = row[0], ",".join(row[1:])
         else:
-            name, _, label = line.strip().partition(" ")
-            if not label and "\t" in line:
-                name, _, label = line.strip().partition("\t")
+            name, label = line[:first_space], line[first_space:]
         name, label = name.strip(), label.strip()
         if not name or not label:
             raise UserError(f"label file {path} line {number} is not `name,label` or `name label`: {line!r}.")
@@ -161,12 +165,14 @@ def read_devkit_meta(devkit: Path) -> dict[int, str]:
     if not meta.is_file():
         raise UserError(f"--devkit {devkit} holds no data/meta.mat (extract ILSVRC2012_devkit_t12.tar.gz first).")
     try:
-        from torchvision.datasets.imagenet import parse_meta_mat
+        import scipy.io
 
-        idx_to_wnid, _ = parse_meta_mat(str(meta.parent.parent))
+        # As torchvision's ImageNet dataset reads it: the leaf synsets (num_children == 0) are the classes.
+        synsets = scipy.io.loadmat(meta, squeeze_me=True)["synsets"]
+        leaves = synsets[np.asarray(synsets["num_children"], dtype=int) == 0]
+        return {int(i): str(w) for i, w in zip(leaves["ILSVRC2012_ID"], leaves["WNID"])}
     except Exception as e:  # scipy raises several types for a foreign file
         raise UserError(f"{meta} is not the devkit's meta.mat: {e}.") from None
-    return {int(k): str(v) for k, v in idx_to_wnid.items()}
 
 
 def _stem(name: str) -> str:

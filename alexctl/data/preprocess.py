@@ -216,7 +216,7 @@ def _map(fn, tasks, workers):
         yield from map(fn, tasks)
         return
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["alexctl.data.shards"])  # workers start with torch and numpy imported
+    context.set_forkserver_preload(["alexctl.data.shards", "alexctl.data.image"])  # workers start with torch and numpy imported
     # One thread per worker for BLAS and OpenMP: parallelism comes from the workers, and
     # oversubscribed threads made preprocessing three times slower (measured, 2 cores).
     # The variables must be set before the fork server starts; it keeps them.

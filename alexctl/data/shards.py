@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alexctl.data import image as image_ops
 from alexctl.data.sources import Item, read_bytes
 from alexctl.data.stats import StatsAccumulator
 
@@ -69,6 +68,8 @@ def process_chunk(task: tuple) -> tuple:
     blocks), so the writer only concatenates; entries are (key, label, source, offset,
     length) of each `.jpg` relative to the fragment.
     """
+    from alexctl.data import image as image_ops  # torch: imported by the workers, not the writer
+
     shard_index, images, size, quality, fast, with_stats = task
     fragment = io.BytesIO()
     entries, skipped = [], []

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real photographs in ../shared/data, read in place.
+
+The suite needs them: if ../shared/data is missing it stops at once with an error
+(set ALEXCTL_SHARED_DATA to use another copy), it never skips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import SHARED_DATA, extract_imagenette_slice
+
+
+def pytest_configure(config):
+    if not (SHARED_DATA / "imagenette-224" / "train-1of2.tar").is_file():
+        raise pytest.UsageError(
+            f"the real test images are missing: {SHARED_DATA} (../shared/data beside the repository) "
+            "must hold imagenette-224/, imagenet-samples/ and synsets.txt; set ALEXCTL_SHARED_DATA to another copy."
+        )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def imagenet_samples() -> Path:
+    """268 full-size ILSVRC-2012 photographs, flat: <wnid>_<class name>.JPEG."""
+    return SHARED_DATA / "imagenet-samples"
+
+
+@pytest.fixture(scope="session")
+def synsets() -> Path:
+    return SHARED_DATA / "synsets.txt"
+
+
+@pytest.fixture(scope="session")
+def imagenette_slice(tmp_path_factory) -> Path:
+    """12 real Imagenette photos per class (120), as an ImageFolder tree."""
+    return extract_imagenette_slice(tmp_path_factory.mktemp("imagenette"), per_class=12)
