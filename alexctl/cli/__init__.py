@@ -81,8 +81,9 @@ def _root(
 
 
 def _register() -> None:
-    from alexctl.cli import preprocess
+    from alexctl.cli import demo_data, preprocess
 
+    app.command("demo-data", no_args_is_help=True)(demo_data.command)
     app.command("preprocess", no_args_is_help=True)(preprocess.command)
 
 
