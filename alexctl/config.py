@@ -43,3 +43,24 @@ class ModelConfig:
     columns: int = 2  # 2: the two-GPU net (3.2); 1: the one-column net with half the kernels
     width: float = 1.0  # multiplies every layer's kernel and unit count (1.0 is the paper's net)
     dropout: float = 0.5  # on the outputs of fc6 and fc7 (4.2)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a training run learns with (section 5). A resumed run must ask for the same, epochs aside."""
+
+    epochs: int = 90  # "roughly 90 cycles through the training set"
+    batch_size: int = 128  # global: split across DDP ranks
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    update_rule: str = "paper"  # "paper": v <- 0.9 v - wd lr w - lr g; w <- w + v.  "pytorch": torch.optim.SGD
+    decay_biases: bool = False  # the released code decays weights only
+    schedule: str = "plateau"  # divide by 10 when val error stops improving (at most 3x); or step:E1,E2 / constant
+    lighting_std: float = 0.1  # PCA colour augmentation alpha ~ N(0, 0.1); 0 switches it off
+    flip: bool = True  # random horizontal reflections
+    seed: int = 0
+
+    def resumable_with(self, other: "TrainConfig") -> list[str]:
+        """The settings that differ, ignoring `epochs` (a finished run may be trained further)."""
+        return [f.name for f in fields(self) if f.name != "epochs" and getattr(self, f.name) != getattr(other, f.name)]

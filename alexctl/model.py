@@ -149,7 +149,7 @@ class AlexNet(nn.Module):
         # Section 4.2: dropout on the outputs of fc6 and fc7. Inverted dropout (scale by 1/(1-p) while
         # training) is equivalent to the paper's use of all neurons with outputs multiplied by 0.5 at test time.
         self.dropout = nn.Dropout(config.dropout)
-        _init_paper(self)
+        _init_paper(self, config.width)
         if self.split:
             for column, device in zip(self.columns, devices):
                 column.to(device)
@@ -265,7 +265,7 @@ class CifarNet(nn.Module):
         self.lrn = _lrn(config, 1)
         self.pool = _pool(config, ceil_mode=True)
         self.dropout = nn.Dropout(config.dropout)
-        _init_paper(self, bias_one=frozenset())
+        _init_paper(self, config.width, bias_one=frozenset())
         if devices:
             self.to(devices[0])
 
@@ -325,9 +325,18 @@ def _pool(config: ModelConfig, ceil_mode: bool) -> nn.Module:
     return nn.MaxPool2d(size, stride=2, ceil_mode=ceil_mode)
 
 
-def _init_paper(model: nn.Module, bias_one: frozenset[str] = BIAS_ONE_LAYERS) -> None:
-    """Section 5: weights ~ N(0, 0.01); biases 1 in the layers named in bias_one, 0 in the others."""
+def _init_paper(model: nn.Module, width: float, bias_one: frozenset[str] = BIAS_ONE_LAYERS) -> None:
+    """Section 5: weights ~ N(0, 0.01); biases 1 in the layers named in bias_one, 0 in the others.
+
+    At width != 1 (a narrower net for CPU tests and demos, not the paper's) every layer after conv1
+    sees `width` times the paper's fan-in, so its weights get std 0.01 / sqrt(width): each layer then
+    starts with the activation scale the paper's net has. Without it a quarter-width net's conv4
+    starts at a sixth of the paper's scale, and the signal is lost under the biases of 1 (measured:
+    it never left chance on the demo set). At width 1 this is exactly N(0, 0.01).
+    """
     for name, layer in model.named_modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(layer.weight, 0.0, INIT_STD)
-            nn.init.constant_(layer.bias, 1.0 if name.rsplit(".", 1)[-1] in bias_one else 0.0)
+            short = name.rsplit(".", 1)[-1]
+            std = INIT_STD if short == "conv1" else INIT_STD / width**0.5
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.constant_(layer.bias, 1.0 if short in bias_one else 0.0)

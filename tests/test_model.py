@@ -112,7 +112,27 @@ def test_two_device_initialisation_follows_section_5():
     assert [k for k in state if k.endswith(".bias") and bool((state[k] == 1).all())] == [
         "conv2.bias", "conv4.bias", "conv5.bias", "fc6.bias", "fc7.bias"]
     assert all(bool((state[f"{layer}.bias"] == 0).all()) for layer in ("conv1", "conv3", "fc8"))
-    assert abs(state["fc6.weight"].std().item() - 0.01) < 3e-4
+    assert abs(state["fc6.weight"].std().item() - 0.02) < 6e-4  # 0.01 / sqrt(width 0.25): see the next test
+
+
+def test_a_narrower_net_starts_with_the_paper_nets_activation_scale():
+    """Width w: conv1 keeps N(0, 0.01); later layers see w times the fan-in and get 0.01 / sqrt(w)."""
+    torch.manual_seed(0)
+    state = AlexNet(10, config=ModelConfig(width=0.25)).state_dict()
+    assert abs(state["conv1.weight"].std().item() - 0.01) < 3e-4
+    for layer in ("conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        assert abs(state[f"{layer}.weight"].std().item() - 0.02) < 1e-3, layer
+
+    def conv4_scale(width):
+        torch.manual_seed(0)
+        net = AlexNet(10, config=ModelConfig(width=width)).eval()
+        seen = {}
+        net.conv4.register_forward_hook(lambda m, i, o: seen.setdefault("out", o - m.bias[None, :, None, None]))
+        with torch.no_grad():
+            net(torch.randn(4, 3, 224, 224) * 70)
+        return seen["out"].std().item()
+
+    assert 0.7 < conv4_scale(0.25) / conv4_scale(1.0) < 1.4
 
 
 def test_forward_is_fc8_of_fc7_features_and_dropout_only_trains():

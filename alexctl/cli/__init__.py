@@ -81,10 +81,11 @@ def _root(
 
 
 def _register() -> None:
-    from alexctl.cli import demo_data, preprocess
+    from alexctl.cli import demo_data, preprocess, train
 
     app.command("demo-data", no_args_is_help=True)(demo_data.command)
     app.command("preprocess", no_args_is_help=True)(preprocess.command)
+    app.command("train", no_args_is_help=True)(train.command)
 
 
 _register()

@@ -1,0 +1,216 @@
+"""`alexctl train` on real photographs (a slice of Imagenette), on the CPU: the run directory's
+files, exact resume after SIGKILL, one trainer per run directory, refusing to mix runs,
+every sample once per epoch across workers and DDP ranks, and learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import invoke, json_output, run_cli
+
+TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, imagenette_slice) -> Path:
+    """120 real Imagenette photos: 110 train, 10 val (one per class)."""
+    out = tmp_path_factory.mktemp("data") / "d"
+    invoke("preprocess", imagenette_slice, out, "--holdout", "0.1", "--shard-size", "40", check=True)
+    invoke("preprocess", imagenette_slice, out, "--split", "val", "--holdout", "0.1", check=True)
+    return out
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_a_run_writes_its_files_and_summary(data, tmp_path):
+    run = tmp_path / "run"
+    summary = json_output(invoke("train", run, "--data", data, "--epochs", "3", "--keep", "1", "--workers", "2",
+                                 "--json", *TINY, check=True))
+    for key in ("checkpoint", "last_checkpoint", "epochs_completed", "metrics", "val_top1_error", "val_top5_error",
+                "seconds"):
+        assert key in summary, key
+    assert summary["epochs_completed"] == 3
+    assert Path(summary["checkpoint"]).name == "best.pt" and Path(summary["last_checkpoint"]).name == "last.pt"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r["samples"] == 110  # every training sample, once, with two loader workers
+        assert 0 <= r["val_top1_error"] <= 1 and 0 <= r["val_top5_error"] <= r["val_top1_error"]
+        assert r["lr"] == 0.01 and r["images_per_second"] > 0 and np.isfinite(r["train_loss"])
+    assert min(r["val_top1_error"] for r in rows) == summary["val_top1_error"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "epoch-0003.pt", "last.pt"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["momentum"] == 0.9 and config["model"]["lrn"] is True
+    assert config["data"]["train_images"] == 110 and len(config["data"]["train_identity"]) == 64
+    assert config["alexctl_version"]
+    assert json.loads((run / "run.json").read_text())["epochs_completed"] == 3
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["epoch"] == summary["best_epoch"] and best["mean_image"].shape == (3, 256, 256)
+    # Running the finished command again does nothing; raising --epochs trains further.
+    again = json_output(invoke("train", run, "--data", data, "--epochs", "3", "--json", *TINY, check=True))
+    assert again["epochs_completed"] == 3 and again["resumed_from"] == {"epoch": 3, "step": 0}
+    further = json_output(invoke("train", run, "--data", data, "--epochs", "4", "--json", *TINY, check=True))
+    assert further["epochs_completed"] == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_sigkill_mid_epoch_then_rerun_ends_bit_identical(data, tmp_path):
+    args = ["--data", data, "--epochs", "2", "--deterministic", "--workers", "0", "--checkpoint-steps", "2", *TINY,
+            "--batch-size", "8"]
+    reference = tmp_path / "reference"
+    run_cli("train", reference, *args, check=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "alexctl", "train", str(run), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    killed_at, stamp = None, 0
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and last.stat().st_mtime_ns != stamp:  # replaced atomically: safe to read
+            stamp = last.stat().st_mtime_ns
+            saved = torch.load(last, weights_only=False)
+            if saved["epoch"] == 1 and saved["current"]["step"] > 0:  # a save in the middle of epoch 2
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = saved
+                break
+        time.sleep(0.005)
+    proc.wait()
+    assert killed_at is not None, "the run ended before it could be killed"
+    assert killed_at["epoch"] == 1 and 0 < killed_at["current"]["step"] < 14, "killed mid-epoch"
+    assert not (run / "run.json").exists()
+
+    resumed = json_output(run_cli("train", run, *args, "--json", check=True))
+    assert resumed["resumed_from"]["epoch"] == 1 and resumed["resumed_from"]["step"] > 0
+    a, b = weights(reference / "checkpoints" / "last.pt"), weights(last)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    strip = ("images_per_second", "train_seconds", "val_seconds", "time")
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in strip}
+             for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (reference, run)]
+    assert rows[0] == rows[1]
+
+
+def test_one_trainer_per_run_directory_and_stale_locks(data, tmp_path):
+    from alexctl.rundir import DirectoryLock
+
+    run = tmp_path / "run"
+    with DirectoryLock(run / ".lock", "another train"):
+        busy = invoke("train", run, "--data", data, "--epochs", "1", *TINY)
+    assert busy.returncode == 2 and "in use by another alexctl process" in busy.stderr
+    # A lock file left by a process that died: its record is there but no one holds the flock.
+    (run / ".lock").write_text(json.dumps({"pid": 999999, "command": "train", "started": "yesterday"}))
+    ok = invoke("train", run, "--data", data, "--epochs", "1", "--json", *TINY, check=True)
+    assert json_output(ok)["epochs_completed"] == 1
+
+
+def test_resuming_with_other_data_or_settings_is_refused(data, tmp_path, imagenette_slice):
+    run = tmp_path / "run"
+    invoke("train", run, "--data", data, "--epochs", "1", *TINY, check=True)
+    other_model = invoke("train", run, "--data", data, "--epochs", "2", *TINY, "--no-lrn")
+    assert other_model.returncode == 2 and "lrn True -> False" in other_model.stderr
+    other_lr = invoke("train", run, "--data", data, "--epochs", "2", *TINY, "--lr", "0.1")
+    assert other_lr.returncode == 2 and "lr 0.01 -> 0.1" in other_lr.stderr
+    other = tmp_path / "other"
+    invoke("preprocess", imagenette_slice, other, "--holdout", "0.2", check=True)
+    invoke("preprocess", imagenette_slice, other, "--split", "val", "--holdout", "0.2", check=True)
+    other_data = invoke("train", run, "--data", other, "--epochs", "2", *TINY)
+    assert other_data.returncode == 2 and "other shards" in other_data.stderr
+    for proc in (other_model, other_lr, other_data):
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_is_one_sentence_and_exit_2(data, tmp_path):
+    missing = invoke("train", tmp_path / "r", "--data", tmp_path / "nothing")
+    assert missing.returncode == 2 and "alexctl preprocess" in missing.stderr
+    bad_schedule = invoke("train", tmp_path / "r", "--data", data, "--schedule", "sometimes", *TINY)
+    assert bad_schedule.returncode == 2 and "sometimes" in bad_schedule.stderr
+    no_cuda = invoke("train", tmp_path / "r", "--data", data, "--devices", "cuda:0", *TINY)
+    if not torch.cuda.is_available():
+        assert no_cuda.returncode == 2 and "CUDA" in no_cuda.stderr
+
+
+def test_two_device_layout_trains_on_cpu_cpu(data, tmp_path):
+    run = tmp_path / "run"
+    invoke("train", run, "--data", data, "--epochs", "1", "--devices", "cpu,cpu", *TINY, check=True)
+    from alexctl.train import load_weights, model_from_checkpoint
+
+    net = model_from_checkpoint(load_weights(run / "checkpoints" / "best.pt"))  # two devices -> one device
+    assert net(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
+
+
+def test_sigterm_saves_and_the_rerun_resumes(data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(run), "--data", str(data), "--epochs", "3", *TINY, "--batch-size", "8", "--workers", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "alexctl", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["epoch"] >= 1
+    assert json.loads((run / "failed.json").read_text())["command"] == "train"
+    done = json_output(run_cli("train", *args[1:], "--json", check=True))
+    assert done["epochs_completed"] == 3 and done["resumed_from"] is not None
+    assert not (run / "failed.json").exists()
+
+
+def test_ddp_with_two_gloo_processes_sees_each_sample_once(data, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "alexctl", "train", str(run), "--data", str(data), "--epochs", "2", "--workers", "1",
+                           "--json", *TINY], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json_output(proc)  # only rank 0 prints
+    assert summary["epochs_completed"] == 2
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in rows] == [110, 110]  # the trainer also checks each sample was seen exactly once
+    config = json.loads((run / "config.json").read_text())
+    assert config["runtime"]["world_size"] == 2
+
+
+def test_the_paper_net_and_update_rule_fit_a_batch_of_real_photos(imagenette_slice):
+    """The learning machinery works: eight real photos of four classes, center crops minus their mean,
+    the paper's SGD rule (batch-size-scaled lr), 40 steps: the loss goes from ~ln 4 to ~0."""
+    from alexctl.config import ModelConfig
+    from alexctl.data import augment
+    from alexctl.data import image as image_ops
+    from alexctl.model import build_model
+    from alexctl.optim import build_optimizer
+
+    wnids = sorted(p.name for p in imagenette_slice.iterdir())[:4]
+    photos = [(label, path) for label, w in enumerate(wnids) for path in sorted((imagenette_slice / w).iterdir())[:2]]
+    pixels = torch.from_numpy(np.stack([image_ops.prepare(p.read_bytes(), 256).pixels for _, p in photos]))
+    images = pixels.permute(0, 3, 1, 2).contiguous()
+    x = augment.center_crop(images, images.float().mean(0), crop=224)
+    y = torch.tensor([label for label, _ in photos])
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(width=0.25, dropout=0.0), 4)
+    optimizer = build_optimizer(net, lr=0.003)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert 1.0 < losses[0] < 2.5
+    assert losses[-1] < 0.05
+    assert (net.eval()(x).argmax(1) == y).all()
