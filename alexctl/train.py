@@ -312,7 +312,8 @@ class _Session:
             "val_top5_error": val["top5"] if val else None,
             "mean_image": self.mean_image.cpu(),
             "data": {"dir": str(self.train_split.root.parent.resolve()), "train_identity": self.train_split.identity,
-                     "val_identity": self.val_split.identity, "image_size": self.train_split.image_size},
+                     "val_identity": self.val_split.identity, "image_size": self.train_split.image_size,
+                     "classes": list(self.train_split.classes.wnids)},
         }
 
     def _resume(self) -> None:

@@ -41,3 +41,29 @@ def synsets() -> Path:
 def imagenette_slice(tmp_path_factory) -> Path:
     """12 real Imagenette photos per class (120), as an ImageFolder tree."""
     return extract_imagenette_slice(tmp_path_factory.mktemp("imagenette"), per_class=12)
+
+
+@pytest.fixture(scope="session")
+def slice_data(tmp_path_factory, imagenette_slice) -> Path:
+    """The 120-photo slice preprocessed: 110 train, 10 val (one per class)."""
+    from helpers import invoke
+
+    out = tmp_path_factory.mktemp("slice-data") / "d"
+    invoke("preprocess", imagenette_slice, out, "--holdout", "0.1", "--shard-size", "40", check=True)
+    invoke("preprocess", imagenette_slice, out, "--split", "val", "--holdout", "0.1", check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory, slice_data) -> list[Path]:
+    """Two tiny networks (different seeds) trained for one epoch on the slice."""
+    from helpers import invoke
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for seed in (0, 1):
+        run = root / f"seed{seed}"
+        invoke("train", run, "--data", slice_data, "--epochs", "1", "--seed", seed, "--width", "0.125",
+               "--batch-size", "16", "--checkpoint-minutes", "0", check=True)
+        runs.append(run)
+    return runs

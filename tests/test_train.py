@@ -22,12 +22,8 @@ TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, imagenette_slice) -> Path:
-    """120 real Imagenette photos: 110 train, 10 val (one per class)."""
-    out = tmp_path_factory.mktemp("data") / "d"
-    invoke("preprocess", imagenette_slice, out, "--holdout", "0.1", "--shard-size", "40", check=True)
-    invoke("preprocess", imagenette_slice, out, "--split", "val", "--holdout", "0.1", check=True)
-    return out
+def data(slice_data) -> Path:
+    return slice_data
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

@@ -81,11 +81,14 @@ def _root(
 
 
 def _register() -> None:
-    from alexctl.cli import demo_data, preprocess, train
+    from alexctl.cli import demo_data, ensemble, evaluate, preprocess, train
 
     app.command("demo-data", no_args_is_help=True)(demo_data.command)
     app.command("preprocess", no_args_is_help=True)(preprocess.command)
     app.command("train", no_args_is_help=True)(train.command)
+    app.command("eval", no_args_is_help=True)(evaluate.command)
+    app.command("evaluate", no_args_is_help=True, hidden=True)(evaluate.command)  # the same command, spelled out
+    app.command("ensemble", no_args_is_help=True)(ensemble.command)
 
 
 _register()

@@ -32,3 +32,13 @@ def _jsonable(value: Any):
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# Where and how the network runs (alexctl.device); shared by train, eval, ensemble, report and bench.
+DEVICES = typer.Option("auto", "--devices", help="auto, cpu, cuda:0, or two devices for the paper's two-column "
+                       "split (cuda:0,cuda:1). Under torchrun: rank 0's devices.")
+PRECISION = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on the CPU), fp32 or bf16.")
+CHANNELS_LAST = typer.Option("auto", "--channels-last", help="auto (on for CUDA), on or off.")
+COMPILE = typer.Option(False, "--compile/--no-compile", help="torch.compile the network.")
+DECODE = typer.Option("auto", "--decode", help="JPEG decoding: auto (cpu), cpu (loader workers) or gpu (nvJPEG).")
+LOADER_WORKERS = typer.Option(-1, "--workers", min=-1, help="Data loader processes (-1: auto, 0: in this process).")

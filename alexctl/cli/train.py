@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import JSON, emit
+from alexctl.cli.options import CHANNELS_LAST, COMPILE, DECODE, DEVICES, JSON, LOADER_WORKERS, PRECISION, emit
 from alexctl.config import ModelConfig, TrainConfig
 from alexctl.console import progress
 
@@ -70,13 +70,12 @@ def command(
                                        help="PCA colour augmentation alpha std (4.1); 0 switches it off."),
     flip: bool = typer.Option(_T.flip, "--flip/--no-flip", help="Random horizontal reflections (4.1)."),
     seed: int = typer.Option(_T.seed, "--seed", help="Seeds the data order, augmentation, dropout and initialisation."),
-    devices: str = typer.Option("auto", "--devices", help="auto, cpu, cuda:0, or two devices for the paper's "
-                                "two-column split (cuda:0,cuda:1). Under torchrun: rank 0's devices."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on the CPU), fp32 or bf16."),
-    channels_last: str = typer.Option("auto", "--channels-last", help="auto (on for CUDA), on or off."),
-    compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the network."),
-    decode: str = typer.Option("auto", "--decode", help="JPEG decoding: auto (cpu), cpu (loader workers) or gpu (nvJPEG)."),
-    workers: int = typer.Option(-1, "--workers", min=-1, help="Data loader processes (-1: auto, 0: in this process)."),
+    devices: str = DEVICES,
+    precision: str = PRECISION,
+    channels_last: str = CHANNELS_LAST,
+    compile_model: bool = COMPILE,
+    decode: str = DECODE,
+    workers: int = LOADER_WORKERS,
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels: a resumed run ends bit-identical on the CPU."),
     keep: int = typer.Option(2, "--keep", min=0, help="Epoch checkpoints kept besides last.pt and best.pt."),
     checkpoint_minutes: float = typer.Option(30.0, "--checkpoint-minutes", min=0.0, help="Save last.pt mid-epoch this often (0: off)."),

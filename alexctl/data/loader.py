@@ -23,6 +23,7 @@ import simplejpeg
 import torch
 
 from alexctl import rundir
+from alexctl.data.labels import ClassList
 from alexctl.errors import UserError
 
 
@@ -38,8 +39,12 @@ class Split:
     size: np.ndarray  # (N,) byte length of the .jpg
     shard_paths: list[str]
     image_size: int
-    num_classes: int
+    classes: ClassList  # index -> wnid and name (DATA_DIR/classes.json)
     identity: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -63,6 +68,7 @@ def load_split(data_dir: Path, split: str) -> Split:
                         f"run `alexctl preprocess SOURCE {data_dir} --split {split}` first.")
     manifest = rundir.read_json(split_dir.manifest, "manifest")
     index = rundir.load_npz(split_dir.index, "split index")
+    classes = ClassList.from_json(rundir.read_json(rundir.DataDir(Path(data_dir)).classes, "class list"))
     return Split(
         root=split_dir.root,
         keys=index["keys"],
@@ -72,7 +78,7 @@ def load_split(data_dir: Path, split: str) -> Split:
         size=index["size"],
         shard_paths=[str(split_dir.root / s["path"]) for s in manifest["shards"]],
         image_size=int(manifest["options"]["size"]),
-        num_classes=int(manifest["classes"]),
+        classes=classes,
         identity=manifest["identity"],
     )
 
