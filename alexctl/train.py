@@ -85,12 +85,13 @@ def train(data_dir: Path, run_dir: Path, model_config: ModelConfig, config: Trai
                         f"{train_split.num_classes}; preprocess val with the train split's class list.")
     stats = rundir.load_npz(rundir.DataDir(Path(data_dir)).stats, "statistics file")
     record = _record(data_dir, train_split, val_split, model_config, config, runtime, command)
-    with rundir.DirectoryLock(run.lock, "train") if leader else nullcontext():
+    with rundir.DirectoryLock(run.lock, "train") if leader else nullcontext() as lock:
         if leader:
             rundir.remove_temporaries(run.root)
             rundir.clear_failure(run.failed)
             _check_or_write_config(run, record)
         session = _Session(run, train_split, val_split, stats, model_config, config, runtime, checkpointing, progress)
+        session.lock = lock
         try:
             return session.run(started)
         except WorkFailed as e:
@@ -139,6 +140,8 @@ class _Session:
         self.state = _State()
         self.stop_signal: int | None = None
         self.last_save = time.monotonic()
+        self.lock: rundir.DirectoryLock | None = None  # the leader's: `alexctl status` reads its progress record
+        self.last_report = 0.0
 
     # ------------------------------------------------------------ the loop
 
@@ -245,6 +248,7 @@ class _Session:
                 bar.advance(len(batches[step - 1]))
                 if step % 20 == 0:
                     bar.note(f"loss {float(loss_sum) / max(current.samples, 1):.4f}")
+                self._report_progress(epoch=epoch, epochs=config.epochs, step=step, steps=len(batches))
                 if self._due_for_checkpoint(step) or self.stop_signal is not None:
                     current.loss += float(loss_sum)
                     current.correct += int(correct)
@@ -343,6 +347,12 @@ class _Session:
             old.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ helpers
+
+    def _report_progress(self, **where) -> None:
+        """Every 10 s, rewrite the lock record with where training stands (for `alexctl status`)."""
+        if self.lock is not None and time.monotonic() - self.last_report >= 10:
+            self.last_report = time.monotonic()
+            self.lock.update(**where)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum  # acted on after the current step: the checkpoint is consistent

@@ -20,8 +20,9 @@ class Split(str, Enum):
 
 
 def command(
-    source: Path = typer.Argument(..., help="ImageFolder tree, flat folder (with --labels), .tar, or tar of per-class tars."),
-    data_dir: Path = typer.Argument(..., help="Data directory to write (shared by training runs)."),
+    sources: list[Path] = typer.Argument(..., metavar="SOURCE", show_default=False, help="One or more: ImageFolder tree, flat folder "
+                                         "(with --labels), .tar, or tar of per-class tars."),
+    data_dir: Path = typer.Argument(..., metavar="DATA_DIR", help="Data directory to write (shared by training runs)."),
     split: Split = typer.Option(Split.train, "--split", help="Which split to write; train also writes the statistics."),
     labels: Path = typer.Option(None, "--labels", help="Labels for a flat folder: `name,label`, `name label`, "
                                 "LOC_val_solution.csv, or ILSVRC2012_validation_ground_truth.txt (with --devkit)."),
@@ -48,20 +49,20 @@ def command(
     """Rescale images to 256 on the shorter side, cut the central 256x256, write WebDataset shards
     and (train split) the mean image and RGB PCA statistics.
 
-    Example:
+    Examples:
 
+    \b
         alexctl preprocess ILSVRC2012_img_train.tar data/ --classes synsets.txt
-
         alexctl preprocess val/ data/ --split val --labels LOC_val_solution.csv
-
-        alexctl preprocess imagenette/ data/ --holdout 0.1 && alexctl preprocess imagenette/ data/ --split val --holdout 0.1
+        alexctl preprocess train-1of2.tar train-2of2.tar data/ --holdout 0.1
+        alexctl preprocess train-1of2.tar train-2of2.tar data/ --split val --holdout 0.1
     """
     from alexctl.data.preprocess import Inputs, default_workers, parse_part, preprocess
 
     options = PreprocessOptions(size=size, quality=quality, shard_size=shard_size, seed=seed, holdout=holdout,
                                 holdout_seed=holdout_seed, fast_decode=not exact_decode)
     summary = preprocess(
-        Inputs(source, labels, classes, names, devkit), data_dir, split.value, options,
+        Inputs(tuple(sources), labels, classes, names, devkit), data_dir, split.value, options,
         workers=workers or default_workers(), part=parse_part(part) if part else None, force=force, strict=strict,
         progress=progress,
     )

@@ -35,9 +35,9 @@ SPLITS = ("train", "val")
 
 @dataclass(frozen=True)
 class Inputs:
-    """What to read, besides the options: the source and the optional label and class files."""
+    """What to read, besides the options: the sources and the optional label and class files."""
 
-    source: Path
+    sources: tuple[Path, ...]  # one or more; Imagenette, say, ships as two tars of five classes each
     labels: Path | None = None
     classes: Path | None = None
     names: Path | None = None
@@ -55,7 +55,7 @@ def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOp
     if part is not None and force:
         raise UserError("--force cannot be combined with --part: redo the whole split without --part.")
     lock_path = split_dir.lock if part is None else split_dir.root / f".lock-part-{part[0]}-of-{part[1]}"
-    with rundir.DirectoryLock(lock_path, f"preprocess --split {split}"):
+    with rundir.DirectoryLock(lock_path, f"preprocess --split {split}") as lock:
         if split_dir.manifest.exists() and not force:
             return _already_done(split_dir, request, started)
         if force:
@@ -70,7 +70,7 @@ def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOp
         processed = sum(len(plan.shards[i]) for i in todo)
         if processed:
             with progress(f"preprocess {split}", processed) as bar:
-                _write_shards(split_dir, plan, todo, classes, options, split == "train", workers, bar)
+                _write_shards(split_dir, plan, todo, classes, options, split == "train", workers, bar, lock)
         complete = all(_shard_done(split_dir, i, plan.digest) for i in range(len(plan.shards)))
         scope = range(len(plan.shards)) if complete else mine
         sidecars = {i: rundir.load_npz(split_dir.shard_sidecar(i)) for i in scope}
@@ -102,7 +102,7 @@ def parse_part(text: str) -> tuple[int, int]:
 
 
 def _make_plan(inputs: Inputs, data: rundir.DataDir, split: str, options: PreprocessOptions):
-    items = scan(inputs.source)
+    items = scan(inputs.sources)
     keys = sample_keys(items)
     label_names = _labels(items, inputs)
     classes = _classes(data, split, label_names, inputs)
@@ -114,7 +114,7 @@ def _make_plan(inputs: Inputs, data: rundir.DataDir, split: str, options: Prepro
     if options.holdout > 0:
         images = _hold_out(images, options.holdout, options.holdout_seed, keep="val" if split == "val" else "train")
     if not images:
-        raise UserError(f"SOURCE {inputs.source} leaves no images for the {split} split.")
+        raise UserError(f"SOURCE {_names(inputs)} leaves no images for the {split} split.")
     shaping = {**options.shaping(), "classes": list(classes.wnids)}
     return shard_ops.make_plan(images, options.shard_size, options.seed, shaping), classes
 
@@ -124,19 +124,19 @@ def _labels(items: list[Item], inputs: Inputs) -> list[str]:
         table = read_label_file(inputs.labels, inputs.devkit)
         missing = [it.relpath for it in items if image_stem(it.name) not in table]
         if missing:
-            raise UserError(f"{len(missing)} images in {inputs.source} have no line in --labels {inputs.labels} "
+            raise UserError(f"{len(missing)} images in {_names(inputs)} have no line in --labels {inputs.labels} "
                             f"(first: {missing[0]}).")
         return [table[image_stem(it.name)] for it in items]
     flat = [it.relpath for it in items if it.folder is None]
     if flat:
         raise UserError(
-            f"SOURCE {inputs.source} holds images outside class folders (first: {flat[0]}); "
+            f"SOURCE {_names(inputs)} holds images outside class folders (first: {flat[0]}); "
             "give --labels FILE for a flat folder, or point at the folder whose subfolders are the classes."
         )
     folders = sorted({it.folder for it in items})
     if len(folders) == 1 and inputs.classes is None:
         raise UserError(
-            f"SOURCE {inputs.source} holds one class folder only ({folders[0]!r}); "
+            f"SOURCE {_names(inputs)} holds one class folder only ({folders[0]!r}); "
             "a flat folder of images needs --labels FILE, and a single class needs --classes FILE."
         )
     return [it.folder for it in items]
@@ -190,7 +190,7 @@ def _shard_done(split_dir: rundir.SplitDir, i: int, digest: str) -> bool:
     return str(meta["plan"]) == digest and int(meta["tar_bytes"]) == shard.stat().st_size
 
 
-def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, bar) -> None:
+def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, bar, lock) -> None:
     tasks, remaining = [], {}
     for i in todo:
         shard_tasks = shard_ops.chunk_tasks(plan, i, classes.wnids, options.size, options.quality,
@@ -198,6 +198,7 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
         tasks += shard_tasks
         remaining[i] = len(shard_tasks)
     pending: list = []
+    written = 0
     for result in _map(shard_ops.process_chunk, tasks, workers):
         shard_index = result[0]
         pending.append(result)
@@ -208,6 +209,8 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
             rundir.atomic_write_bytes(split_dir.shard(shard_index), data)
             rundir.save_npz(split_dir.shard_sidecar(shard_index), **sidecar)  # after the shard: marks it done
             pending = []
+            written += 1
+            lock.update(shards_written=written, shards_to_write=len(todo))  # for `alexctl status`
 
 
 def _map(fn, tasks, workers):
@@ -344,12 +347,16 @@ def _request(inputs: Inputs, options: PreprocessOptions) -> dict:
         return str(Path(p).resolve()) if p is not None else None
 
     return {
-        "source": path(inputs.source),
+        "source": [path(p) for p in inputs.sources],
         "labels": path(inputs.labels),
         "classes_file": path(inputs.classes),
         "names_file": path(inputs.names),
         "options": to_dict(options),
     }
+
+
+def _names(inputs: Inputs) -> str:
+    return " + ".join(str(p) for p in inputs.sources)
 
 
 def _clear(data: rundir.DataDir, split: str) -> None:

@@ -47,9 +47,19 @@ class Item:
         return self.relpath.rsplit("/", 1)[-1]
 
 
-def scan(source: Path) -> list[Item]:
-    """All images in SOURCE, sorted by relative path, with a leading shared folder stepped into."""
-    source = Path(source)
+def scan(sources: Path | tuple[Path, ...] | list[Path]) -> list[Item]:
+    """All images in one or more SOURCEs, sorted by relative path; each source's leading shared
+    folder is stepped into, and a path found in two sources is an error."""
+    sources = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
+    items = [it for source in sources for it in _scan_one(source)]
+    items.sort(key=lambda it: it.relpath)
+    for a, b in zip(items, items[1:]):
+        if a.relpath == b.relpath:
+            raise UserError(f"SOURCE {' + '.join(map(str, sources))} holds {a.relpath!r} twice.")
+    return items
+
+
+def _scan_one(source: Path) -> list[Item]:
     if source.is_dir():
         items = _scan_folder(source)
     elif source.is_file():
@@ -58,12 +68,7 @@ def scan(source: Path) -> list[Item]:
         raise UserError(f"SOURCE {source} does not exist.")
     if not items:
         raise UserError(f"SOURCE {source} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
-    items = _step_into_shared_folder(items)
-    items.sort(key=lambda it: it.relpath)
-    for a, b in zip(items, items[1:]):
-        if a.relpath == b.relpath:
-            raise UserError(f"SOURCE {source} holds {a.relpath!r} twice.")
-    return items
+    return _step_into_shared_folder(items)
 
 
 def read_bytes(item: Item) -> bytes:

@@ -1,0 +1,46 @@
+# `make demo`: the whole chain on images alexctl generates itself, on a 2-core CPU, in minutes.
+#
+#   demo-data -> preprocess (train + held-out val) -> train 3 seeds -> eval (1 and 10 crops)
+#             -> ensemble -> report
+#
+# The demo shrinks what a CPU cannot afford, never what a command means: a narrower net
+# (--width 0.125: 12-32-48-48-32 kernels, 512 units), 10 epochs of 576 images, and the
+# paper's learning rate scaled to the smaller batch (0.01 x 32/128 = 0.0025).
+include pipelines/common.mk
+
+OUT   ?= demo
+SEEDS ?= 0 1 2
+TRAIN ?= --width 0.125 --batch-size 32 --lr 0.0025 --epochs 10 --checkpoint-minutes 0
+RUNS  := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
+
+.PHONY: demo
+demo: $(OUT)/report/report.md
+	@echo
+	@cat $(OUT)/ensemble/eval/val-10crop.json | $(PY) -c "import json,sys; e=json.load(sys.stdin); \
+	print('ensemble of %d: top-1 error %.1f%%, top-5 error %.1f%% on %d held-out images (chance: %.1f%%)' \
+	% (e['members'], 100*e['top1_error'], 100*e['top5_error'], e['num_images'], 100-100/len(e['per_class_accuracy'])))"
+	@echo "report: $(OUT)/report/report.md"
+
+$(OUT)/images/synsets.txt:
+	$(ALEXCTL) demo-data $(OUT)/images --force
+
+$(OUT)/data/train/manifest.json: $(OUT)/images/synsets.txt
+	$(ALEXCTL) preprocess $(OUT)/images $(OUT)/data --holdout 0.2 --names $(OUT)/images/synsets.txt
+
+$(OUT)/data/val/manifest.json: $(OUT)/data/train/manifest.json
+	$(ALEXCTL) preprocess $(OUT)/images $(OUT)/data --split val --holdout 0.2
+
+$(OUT)/runs/seed%/run.json: $(OUT)/data/val/manifest.json
+	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(OUT)/data --seed $* $(TRAIN)
+
+$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
+	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 12
+
+$(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
+	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 1
+
+$(OUT)/ensemble/run.json: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
+	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
+
+$(OUT)/report/report.md: $(OUT)/ensemble/run.json
+	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report

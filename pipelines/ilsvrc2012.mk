@@ -1,0 +1,53 @@
+# The paper's full recipe on a user's ILSVRC-2012 files (not run in CI).
+#
+#   make -f pipelines/ilsvrc2012.mk TRAIN_SRC=/data/ILSVRC2012_img_train.tar \
+#        VAL_SRC=/data/ILSVRC2012_img_val.tar VAL_LABELS=/data/LOC_val_solution.csv \
+#        SYNSETS=../shared/data/synsets.txt OUT=/scratch/ilsvrc
+#
+# TRAIN_SRC: the train tar of 1000 per-class tars (read in place), or the extracted tree.
+# VAL_SRC:   the 50,000 val images (tar or folder), with VAL_LABELS in any form preprocess
+#            reads: LOC_val_solution.csv, `name,wnid` lines, or the devkit's
+#            ILSVRC2012_validation_ground_truth.txt with VAL_FLAGS=--devkit DEVKIT_DIR.
+#
+# Disk: the two tars (~147 GB) stay as they are; the 256x256 shards take ~40 GB (train,
+# quality 95) + ~1.6 GB (val); each run directory ~0.5 GB per kept checkpoint (--keep).
+# Time: preprocess ~1.3 M images at ~300 images/s per core; training 90 epochs x 1.28 M
+# images per model -- at the paper's network's measured rate on your GPU (alexctl bench).
+include pipelines/common.mk
+
+TRAIN_SRC  ?= $(error set TRAIN_SRC to ILSVRC2012_img_train.tar or the extracted train folder)
+VAL_SRC    ?= $(error set VAL_SRC to the val images (tar or folder))
+VAL_LABELS ?= $(error set VAL_LABELS to LOC_val_solution.csv or another label file)
+VAL_FLAGS  ?=
+SYNSETS    ?= ../shared/data/synsets.txt
+OUT        ?= out/ilsvrc2012
+SEEDS      ?= 0 1 2 3 4
+TRAIN      ?=
+DATA       := $(OUT)/data
+RUNS       := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
+
+.PHONY: all data runs
+all: $(OUT)/report/report.md
+data: $(DATA)/val/manifest.json
+runs: $(foreach r,$(RUNS),$(r)/run.json)
+
+$(DATA)/train/manifest.json:
+	$(ALEXCTL) preprocess $(TRAIN_SRC) $(DATA) --classes $(SYNSETS)
+
+$(DATA)/val/manifest.json: $(DATA)/train/manifest.json
+	$(ALEXCTL) preprocess $(VAL_SRC) $(DATA) --split val --labels $(VAL_LABELS) $(VAL_FLAGS)
+
+$(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json
+	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(DATA) --seed $* $(TRAIN)
+
+$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
+	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 50
+
+$(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
+	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 1
+
+$(OUT)/ensemble/run.json: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
+	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
+
+$(OUT)/report/report.md: $(OUT)/ensemble/run.json
+	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report

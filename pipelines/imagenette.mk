@@ -1,0 +1,47 @@
+# Imagenette (10 ImageNet classes; ../shared/data/imagenette-224 or any copy) with the paper's recipe:
+#   preprocess (10% of each class held out as val) -> five seeds -> eval 1 and 10 crops
+#   -> ensemble of five -> report.
+#
+#   make -f pipelines/imagenette.mk                        # everything, into out/imagenette
+#   make -f pipelines/imagenette.mk -j5 runs               # five trainings at once (one GPU each: DEVICES)
+#   make -f pipelines/imagenette.mk IMAGENETTE=/data/imagenette2 SRC=/data/imagenette2/train
+#
+# 90 epochs of 8,500 images is ~770 k samples per model: hours on one GPU, days on a CPU.
+include pipelines/common.mk
+
+IMAGENETTE ?= ../shared/data/imagenette-224
+SRC        ?= $(IMAGENETTE)/train-1of2.tar $(IMAGENETTE)/train-2of2.tar
+SYNSETS    ?= ../shared/data/synsets.txt
+OUT        ?= out/imagenette
+SEEDS      ?= 0 1 2 3 4
+EPOCHS     ?= 90
+TRAIN      ?=
+DATA       := $(OUT)/data
+RUNS       := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
+
+.PHONY: all data runs evals
+all: $(OUT)/report/report.md
+data: $(DATA)/val/manifest.json
+runs: $(foreach r,$(RUNS),$(r)/run.json)
+evals: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
+
+$(DATA)/train/manifest.json:
+	$(ALEXCTL) preprocess $(SRC) $(DATA) --holdout 0.1 --names $(SYNSETS)
+
+$(DATA)/val/manifest.json: $(DATA)/train/manifest.json
+	$(ALEXCTL) preprocess $(SRC) $(DATA) --split val --holdout 0.1
+
+$(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json
+	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(DATA) --seed $* --epochs $(EPOCHS) $(TRAIN)
+
+$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
+	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 20
+
+$(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
+	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 1
+
+$(OUT)/ensemble/run.json: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
+	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
+
+$(OUT)/report/report.md: $(OUT)/ensemble/run.json
+	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report
