@@ -198,3 +198,25 @@ def test_cuda_gives_the_same_augmentation_as_cpu():
     assert gpu.is_cuda and torch.equal(cpu, gpu.cpu())
     torch.testing.assert_close(ten_crop(images.cuda(), mean.cuda(), crop=224).cpu(), ten_crop(images, mean, crop=224),
                                rtol=0, atol=0)
+
+
+def test_the_cpu_slices_and_the_device_gather_give_identical_batches():
+    """train_batch cuts one slice per image on the CPU and uses one gather elsewhere: same numbers."""
+    from alexctl.data.augment import _gather
+
+    g = torch.Generator().manual_seed(7)
+    images = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8, generator=g)
+    mean = torch.rand(3, 40, 40, generator=g) * 255
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        out = train_batch(images, mean, crop=32, generator=torch.Generator().manual_seed(3), lighting=None,
+                          memory_format=memory_format)
+        draws = torch.Generator().manual_seed(3)
+        xs = torch.randint(0, 9, (6,), generator=draws)
+        ys = torch.randint(0, 9, (6,), generator=draws)
+        flips = torch.rand(6, generator=draws) < 0.5
+        steps = torch.arange(32)
+        rows = ys[:, None] + steps
+        cols = torch.where(flips[:, None], xs[:, None] + 31 - steps, xs[:, None] + steps)
+        expected = _gather(images, mean, rows, cols, memory_format == torch.channels_last)
+        assert torch.equal(out, expected)
+        assert out.is_contiguous(memory_format=memory_format)

@@ -1,0 +1,27 @@
+"""`alexctl bench` on the CPU: a smoke test that every measurement runs and reports sane figures
+(the figures themselves belong in docs/benchmarks.md, never in a test)."""
+
+from __future__ import annotations
+
+from helpers import invoke, json_output
+
+
+def test_bench_measures_every_path_on_the_cpu(slice_data):
+    result = json_output(invoke("bench", "--data", slice_data, "--batch-size", "4", "--steps", "1", "--warmup", "0",
+                                "--repeats", "2", "--workers", "1", "--json", check=True))
+    names = [r["name"] for r in result["rows"]]
+    assert len(names) == 7 and any("stock torchvision" in n for n in names) and any("ten-crop" in n for n in names)
+    for row in result["rows"]:
+        assert 0 < row["min"] <= row["median"] <= row["max"], row
+    assert set(result["ratios"]) == {"end_to_end_over_synthetic", "data_path_over_stock"}  # width 0.125 on a CPU
+    assert result["timing"] == {"warmup_batches": 0, "steps_per_window": 1, "windows": 2}
+
+
+def test_preprocess_bench_against_a_naive_pil_loop(tmp_path, imagenet_samples):
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(imagenet_samples.iterdir())[:12]:
+        (few / p.name).write_bytes(p.read_bytes())
+    result = json_output(invoke("bench", "--preprocess", few, "--repeats", "3", "--json", check=True))
+    assert result["images"] == 12 and [r["name"] for r in result["rows"]] == ["alexctl", "naive PIL loop"]
+    assert result["speedup"] > 0 and result["psnr_db_vs_full_decode"]["min"] >= 35
