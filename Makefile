@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(MAKE) -f pipelines/bench.mk PY=$(abspath $(PY))
 
 docs: $(STAMP)
-	$(PY) -m alexctl.docgen > docs/cli.md
+	$(PY) -m alexctl.docgen
 
 clean:
 	rm -rf demo out .pytest_cache

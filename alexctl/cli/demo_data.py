@@ -20,7 +20,7 @@ from alexctl.rundir import TMP_MARK
 
 
 def command(
-    out_dir: Path = typer.Argument(..., help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."),
+    out_dir: Path = typer.Argument(..., metavar="DIR", help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."),
     classes: int = typer.Option(6, "--classes", min=2, max=demo.MAX_CLASSES,
                                 help="How many classes (shapes and textures), in a fixed order."),
     per_class: int = typer.Option(120, "--per-class", min=1, help="Images per class."),
@@ -34,8 +34,8 @@ def command(
 
     Example:
 
+    \b
         alexctl demo-data demo/images
-
         alexctl preprocess demo/images demo/data --names demo/images/synsets.txt --holdout 0.2
     """
     _check_target(out_dir, force)

@@ -11,7 +11,7 @@ from alexctl.console import progress
 
 
 def command(
-    members: list[Path] = typer.Argument(..., help="Run directories (or earlier ensembles) to average: two or more."),
+    members: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run directories (or earlier ensembles) to average: two or more."),
     out: Path = typer.Option(..., "--out", help="Directory for the ensemble's predictions, metrics and run.json."),
     split: str = typer.Option("val", "--split", help="Split the members predicted."),
     crops: int = typer.Option(10, "--crops", help="Which of the members' predictions: 10 or 1 crops."),
@@ -29,6 +29,7 @@ def command(
 
     Example:
 
+    \b
         alexctl ensemble runs/seed0 runs/seed1 runs/seed2 runs/seed3 runs/seed4 --out runs/ensemble5
     """
     from alexctl import device

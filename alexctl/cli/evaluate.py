@@ -11,7 +11,7 @@ from alexctl.console import progress
 
 
 def command(
-    run_dir: Path = typer.Argument(..., help="Run directory written by `alexctl train`."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
     data: Path = typer.Option(None, "--data", help="Data directory (default: the one the run trained on)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     crops: int = typer.Option(10, "--crops", help="10: the paper's four corners, center and reflections; "
@@ -31,10 +31,10 @@ def command(
     """Ten-crop top-1/top-5 error of a trained run (the paper's test protocol), and the per-image
     predictions that `alexctl ensemble` averages. Also available as `alexctl evaluate`.
 
-    Example:
+    Examples:
 
+    \b
         alexctl eval runs/seed0
-
         alexctl eval runs/seed0 --crops 1 --checkpoint last --top5 20
     """
     from alexctl import device

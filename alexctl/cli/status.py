@@ -10,7 +10,7 @@ from alexctl.cli.options import JSON, emit
 
 
 def command(
-    paths: list[Path] = typer.Argument(..., help="Data directories, run directories and ensembles."),
+    paths: list[Path] = typer.Argument(..., metavar="DIR", help="Data directories, run directories and ensembles."),
     fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit 1 if any stage failed or holds a stale lock."),
     as_json: bool = JSON,
 ) -> None:
@@ -19,6 +19,7 @@ def command(
 
     Example:
 
+    \b
         alexctl status data/ runs/seed0 runs/seed1 runs/ensemble5
     """
     from alexctl.errors import WorkFailed

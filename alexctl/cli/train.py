@@ -41,7 +41,7 @@ class UpdateRule(str, Enum):
 
 
 def command(
-    run_dir: Path = typer.Argument(..., help="Run directory: config, metrics.jsonl, checkpoints (created if missing)."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory: config, metrics.jsonl, checkpoints (created if missing)."),
     data: Path = typer.Option(..., "--data", help="Data directory written by `alexctl preprocess` (train and val splits)."),
     arch: Arch = typer.Option(Arch(_M.arch), "--arch", help="alexnet (224x224 crops of 256x256 images) or cifar "
                               "(the paper's 4-layer CIFAR-10 net, 24x24 crops of 32x32 images)."),
@@ -86,10 +86,10 @@ def command(
     SGD with momentum 0.9 and weight decay 0.0005, lr 0.01 divided by 10 when the validation error
     stops improving. Running the same command again resumes where it stopped.
 
-    Example:
+    Examples:
 
+    \b
         alexctl train runs/seed0 --data data/ --seed 0
-
         torchrun --nproc-per-node 8 -m alexctl train runs/ddp --data data/
     """
     from alexctl import device

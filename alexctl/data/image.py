@@ -83,7 +83,11 @@ def rescale_center_crop(rgb: np.ndarray, width: int, height: int, size: int, sca
     fy, fx = new_h / height * scale, new_w / width * scale
     if new_w > 8 * size or new_h > 8 * size:
         return _resample_crop_only(rgb, fx, fy, left, top, size)
-    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)  # (1, 3, h, w) uint8, channels-last
+    h, w = rgb.shape[:2]
+    # (1, 3, h, w) uint8 viewing the (h, w, 3) array: channels-last. The batch stride is set to the
+    # element count, or interpolate() sees an ambiguous layout and returns NCHW (pytorch#68430, the
+    # way torchvision avoids it); the channels-last result makes the final (h, w, 3) copy cheap.
+    x = torch.from_numpy(rgb).as_strided((1, 3, h, w), (h * w * 3, 1, w * 3, 3))
     # The tiny factor keeps floor(in * f) from landing one pixel short through rounding.
     out = F.interpolate(x, scale_factor=(fy * (1 + 1e-7), fx * (1 + 1e-7)), mode="bilinear", antialias=True,
                         align_corners=False, recompute_scale_factor=False)
