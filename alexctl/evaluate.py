@@ -23,7 +23,7 @@ from alexctl.data.loader import Split, load_split
 from alexctl.errors import UserError
 from alexctl.metrics import cross_entropy, most_confused, per_class_accuracy, topk_errors
 from alexctl.predict import predict
-from alexctl.train import load_weights, model_from_checkpoint
+from alexctl.checkpoint import load_weights, model_from_checkpoint
 
 
 def evaluate(run_dir: Path, *, data_dir: Path | None = None, split: str = "val", crops: int = 10,

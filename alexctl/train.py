@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from alexctl import __version__, rundir
 from alexctl import device as device_ops
+from alexctl.checkpoint import CHECKPOINT_FORMAT
 from alexctl.config import ModelConfig, TrainConfig, from_dict, to_dict
 from alexctl.console import ProgressFactory, log, no_progress
 from alexctl.data import augment
@@ -35,7 +36,6 @@ from alexctl.model import build_model
 from alexctl.optim import build_optimizer, parse_schedule
 from alexctl.predict import predict
 
-CHECKPOINT_FORMAT = 1
 VAL_BATCH = 256
 
 
@@ -432,17 +432,3 @@ def _check_or_write_config(run: rundir.RunDir, record: dict) -> None:
                         "use a new run directory, or the original settings to resume.")
     if saved["train"]["epochs"] != record["train"]["epochs"]:
         rundir.write_json(run.config, {**saved, "train": record["train"]})  # training further is allowed
-
-
-def load_weights(path: Path) -> dict:
-    """A checkpoint written by train (best.pt, last.pt or epoch-N.pt), checked for its format."""
-    ckpt = rundir.load_torch(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
-        raise UserError(f"{path} is not an alexctl checkpoint.")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict, devices: list[str] | None = None) -> torch.nn.Module:
-    net = build_model(from_dict(ModelConfig, ckpt["model_config"]), ckpt["num_classes"], devices)
-    net.load_state_dict(ckpt["model"])
-    return net

@@ -12,7 +12,7 @@ from alexctl import device
 from alexctl.data import augment
 from alexctl.data.loader import load_split
 from alexctl.predict import predict
-from alexctl.train import load_weights, model_from_checkpoint
+from alexctl.checkpoint import load_weights, model_from_checkpoint
 from helpers import invoke, json_output
 
 

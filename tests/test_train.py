@@ -142,7 +142,7 @@ def test_bad_input_is_one_sentence_and_exit_2(data, tmp_path):
 def test_two_device_layout_trains_on_cpu_cpu(data, tmp_path):
     run = tmp_path / "run"
     invoke("train", run, "--data", data, "--epochs", "1", "--devices", "cpu,cpu", *TINY, check=True)
-    from alexctl.train import load_weights, model_from_checkpoint
+    from alexctl.checkpoint import load_weights, model_from_checkpoint
 
     net = model_from_checkpoint(load_weights(run / "checkpoints" / "best.pt"))  # two devices -> one device
     assert net(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
