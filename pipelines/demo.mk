@@ -8,9 +8,10 @@
 # paper's learning rate scaled to the smaller batch (0.01 x 32/128 = 0.0025).
 include pipelines/common.mk
 
-OUT   ?= demo
-SEEDS ?= 0 1 2
-TRAIN ?= --width 0.125 --batch-size 32 --lr 0.0025 --epochs 10 --checkpoint-minutes 0
+OUT    ?= demo
+SEEDS  ?= 0 1 2
+IMAGES ?= --classes 6 --per-class 120
+TRAIN  ?= --width 0.125 --batch-size 32 --lr 0.0025 --epochs 10 --checkpoint-minutes 0
 RUNS  := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
 
 .PHONY: demo
@@ -22,7 +23,7 @@ demo: $(OUT)/report/report.md
 	@echo "report: $(OUT)/report/report.md"
 
 $(OUT)/images/synsets.txt:
-	$(ALEXCTL) demo-data $(OUT)/images --force
+	$(ALEXCTL) demo-data $(OUT)/images --force $(IMAGES)
 
 $(OUT)/data/train/manifest.json: $(OUT)/images/synsets.txt
 	$(ALEXCTL) preprocess $(OUT)/images $(OUT)/data --holdout 0.2 --names $(OUT)/images/synsets.txt

@@ -82,7 +82,7 @@ def _root(
 
 
 def _register() -> None:
-    from alexctl.cli import bench, demo_data, ensemble, evaluate, preprocess, status, train
+    from alexctl.cli import bench, demo_data, ensemble, evaluate, preprocess, report, status, train
 
     app.command("demo-data", no_args_is_help=True)(demo_data.command)
     app.command("preprocess", no_args_is_help=True)(preprocess.command)
@@ -90,6 +90,7 @@ def _register() -> None:
     app.command("eval", no_args_is_help=True)(evaluate.command)
     app.command("evaluate", no_args_is_help=True, hidden=True)(evaluate.command)  # the same command, spelled out
     app.command("ensemble", no_args_is_help=True)(ensemble.command)
+    app.command("report", no_args_is_help=True)(report.command)
     app.command("status", no_args_is_help=True)(status.command)
     app.command("bench")(bench.command)
 
