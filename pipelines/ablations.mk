@@ -4,8 +4,8 @@
 # The baseline and its four other seeds are imagenette.mk's runs (shared data and directories).
 #
 #   make -f pipelines/ablations.mk               # -> out/imagenette/ablations.md
-.DEFAULT_GOAL := ablations
 include pipelines/imagenette.mk
+.DEFAULT_GOAL := ablations
 
 VARIANTS := no-lrn plain-pooling one-column no-pca
 FLAGS_no-lrn        := --no-lrn
@@ -17,7 +17,7 @@ FLAGS_no-pca        := --lighting-std 0
 ablations: $(OUT)/ablations.md
 
 $(OUT)/ablations/%/run.json: $(DATA)/val/manifest.json
-	$(ALEXCTL) train $(OUT)/ablations/$* --data $(DATA) --seed 0 --epochs $(EPOCHS) $(TRAIN) $(FLAGS_$*)
+	$(ALEXCTL) train $(OUT)/ablations/$* --data $(DATA) --seed 0 $(TRAIN) $(FLAGS_$*)
 
 $(OUT)/ablations/%/eval/val-10crop.json: $(OUT)/ablations/%/run.json
 	$(ALEXCTL) eval $(OUT)/ablations/$* --crops 10

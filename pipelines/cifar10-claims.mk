@@ -47,7 +47,7 @@ $(OUT)/runs/nolrn/run.json: $(DATA)/val/manifest.json
 $(OUT)/runs/%/eval/val-10crop.json: $(OUT)/runs/%/run.json
 	$(ALEXCTL) eval $(OUT)/runs/$* --crops 10
 
-$(OUT)/claims.md: figure1 $(OUT)/runs/lrn/eval/val-10crop.json $(OUT)/runs/nolrn/eval/val-10crop.json
+$(OUT)/claims.md: $(OUT)/runs/relu/run.json $(OUT)/runs/tanh/run.json $(OUT)/runs/lrn/eval/val-10crop.json $(OUT)/runs/nolrn/eval/val-10crop.json
 	$(PY) pipelines/table.py $@ --reach 0.25 --title "CIFAR-10 claims (Figure 1: ReLU vs tanh; section 3.3: LRN)" \
 	  "ReLU (lr $(LR_RELU))=$(OUT)/runs/relu" "tanh (lr $(LR_TANH))=$(OUT)/runs/tanh" \
 	  "with LRN=$(OUT)/runs/lrn" "without LRN=$(OUT)/runs/nolrn"

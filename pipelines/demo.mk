@@ -12,7 +12,11 @@ OUT    ?= demo
 SEEDS  ?= 0 1 2
 IMAGES ?= --classes 6 --per-class 120
 TRAIN  ?= --width 0.125 --batch-size 32 --lr 0.0025 --epochs 10 --checkpoint-minutes 0
-RUNS  := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
+DATA   := $(OUT)/data
+TOP5   := 12
+
+include pipelines/seeds.mk
+.DEFAULT_GOAL := demo
 
 .PHONY: demo
 demo: $(OUT)/report/report.md
@@ -25,23 +29,8 @@ demo: $(OUT)/report/report.md
 $(OUT)/images/synsets.txt:
 	$(ALEXCTL) demo-data $(OUT)/images --force $(IMAGES)
 
-$(OUT)/data/train/manifest.json: $(OUT)/images/synsets.txt
-	$(ALEXCTL) preprocess $(OUT)/images $(OUT)/data --holdout 0.2 --names $(OUT)/images/synsets.txt
+$(DATA)/train/manifest.json: $(OUT)/images/synsets.txt
+	$(ALEXCTL) preprocess $(OUT)/images $(DATA) --holdout 0.2 --names $(OUT)/images/synsets.txt
 
-$(OUT)/data/val/manifest.json: $(OUT)/data/train/manifest.json
-	$(ALEXCTL) preprocess $(OUT)/images $(OUT)/data --split val --holdout 0.2
-
-$(OUT)/runs/seed%/run.json: $(OUT)/data/val/manifest.json
-	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(OUT)/data --seed $* $(TRAIN)
-
-$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
-	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 12
-
-$(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
-	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 1
-
-$(OUT)/ensemble/run.json: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
-	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
-
-$(OUT)/report/report.md: $(OUT)/ensemble/run.json
-	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report
+$(DATA)/val/manifest.json: $(DATA)/train/manifest.json
+	$(ALEXCTL) preprocess $(OUT)/images $(DATA) --split val --holdout 0.2

@@ -24,30 +24,18 @@ OUT        ?= out/ilsvrc2012
 SEEDS      ?= 0 1 2 3 4
 TRAIN      ?=
 DATA       := $(OUT)/data
-RUNS       := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
+TOP5       := 50
+
+include pipelines/seeds.mk
+.DEFAULT_GOAL := all
 
 .PHONY: all data runs
 all: $(OUT)/report/report.md
 data: $(DATA)/val/manifest.json
-runs: $(foreach r,$(RUNS),$(r)/run.json)
+runs: $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s)/run.json)
 
 $(DATA)/train/manifest.json:
 	$(ALEXCTL) preprocess $(TRAIN_SRC) $(DATA) --classes $(SYNSETS)
 
 $(DATA)/val/manifest.json: $(DATA)/train/manifest.json
 	$(ALEXCTL) preprocess $(VAL_SRC) $(DATA) --split val --labels $(VAL_LABELS) $(VAL_FLAGS)
-
-$(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json
-	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(DATA) --seed $* $(TRAIN)
-
-$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
-	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 50
-
-$(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
-	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 1
-
-$(OUT)/ensemble/run.json: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
-	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
-
-$(OUT)/report/report.md: $(OUT)/ensemble/run.json
-	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report

@@ -15,33 +15,22 @@ SYNSETS    ?= ../shared/data/synsets.txt
 OUT        ?= out/imagenette
 SEEDS      ?= 0 1 2 3 4
 EPOCHS     ?= 90
-TRAIN      ?=
+EXTRA      ?=
+TRAIN      := --epochs $(EPOCHS) $(EXTRA)
 DATA       := $(OUT)/data
-RUNS       := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
+TOP5       := 20
+
+include pipelines/seeds.mk
+.DEFAULT_GOAL := all
 
 .PHONY: all data runs evals
 all: $(OUT)/report/report.md
 data: $(DATA)/val/manifest.json
-runs: $(foreach r,$(RUNS),$(r)/run.json)
-evals: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
+runs: $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s)/run.json)
+evals: $(EVALS)
 
 $(DATA)/train/manifest.json:
 	$(ALEXCTL) preprocess $(SRC) $(DATA) --holdout 0.1 --names $(SYNSETS)
 
 $(DATA)/val/manifest.json: $(DATA)/train/manifest.json
 	$(ALEXCTL) preprocess $(SRC) $(DATA) --split val --holdout 0.1
-
-$(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json
-	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(DATA) --seed $* --epochs $(EPOCHS) $(TRAIN)
-
-$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
-	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 20
-
-$(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
-	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 1
-
-$(OUT)/ensemble/run.json: $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
-	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
-
-$(OUT)/report/report.md: $(OUT)/ensemble/run.json
-	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report
