@@ -105,7 +105,7 @@ def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, i
     if data[:2] == b"\xff\xd8":
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            if colorspace in ("GRAY", "YCbCr", "RGB"):
+            if colorspace in ("Gray", "YCbCr", "RGB"):  # CMYK and YCCK go through PIL
                 scale = _dct_scale(width, height, size) if fast else 1
                 rgb = simplejpeg.decode_jpeg(
                     data, colorspace="RGB", fastdct=fast, fastupsample=fast,
