@@ -6,3 +6,6 @@ ALEXCTL ?= $(PY) -m alexctl
 # .json), so `make -j` is safe, a second `make` does nothing, and an interrupted `make`
 # continues where it stopped: the commands themselves resume (preprocess by shard, train
 # from its last checkpoint). No command leaves a partial target behind.
+# Targets made by pattern rules are "intermediate" to make, which deletes them after use:
+# a finished run's run.json would vanish. Keep every target.
+.SECONDARY:
