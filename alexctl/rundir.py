@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -342,7 +342,3 @@ def clear_failure(path: Path) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def iter_files(folder: Path, pattern: str) -> Iterator[Path]:
-    return iter(sorted(Path(folder).glob(pattern)))

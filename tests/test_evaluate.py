@@ -74,10 +74,10 @@ def test_eval_refuses_clearly(two_runs, slice_data, tmp_path, imagenette_slice):
     five = tmp_path / "five"
     for wnid in sorted(p.name for p in imagenette_slice.iterdir())[:5]:
         (five / wnid).mkdir(parents=True)
-        for photo in sorted((imagenette_slice / wnid).iterdir())[:2]:
+        for photo in sorted((imagenette_slice / wnid).iterdir())[:4]:
             (five / wnid / photo.name).write_bytes(photo.read_bytes())
-    invoke("preprocess", five, tmp_path / "d5", check=True)
-    invoke("preprocess", five, tmp_path / "d5", "--split", "val", check=True)
+    invoke("preprocess", five, tmp_path / "d5", "--holdout", "0.25", check=True)
+    invoke("preprocess", five, tmp_path / "d5", "--split", "val", "--holdout", "0.25", check=True)
     other = invoke("eval", two_runs[0], "--data", tmp_path / "d5")
     assert other.returncode == 2 and "predicts 10 classes" in other.stderr and "has 5" in other.stderr
     bad_crops = invoke("eval", two_runs[0], "--crops", "5")

@@ -61,6 +61,8 @@ def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOp
         if force:
             _clear(data, split)
         rundir.clear_failure(split_dir.failed)
+        if split == "val":
+            _check_disjoint_from_train(data, request)
         plan, classes = _make_plan(inputs, data, split, options)
         mine = [i for i in range(len(plan.shards)) if part is None or i % part[1] == part[0]]
         todo = [i for i in mine if not _shard_done(split_dir, i, plan.digest)]
@@ -162,6 +164,29 @@ def _classes(data: rundir.DataDir, split: str, label_names: list[str], inputs: I
         if trained.wnids != classes.wnids:
             raise UserError(f"--classes {inputs.classes} orders the classes differently from {data.classes}.")
     return classes
+
+
+def _check_disjoint_from_train(data: rundir.DataDir, request: dict) -> None:
+    """A val split cut from the train split's own SOURCE must be exactly its held-out part."""
+    manifest_path = data.split("train").manifest
+    if not manifest_path.exists():
+        return
+    train = rundir.read_json(manifest_path, "manifest")
+    held = {k: train["options"][k] for k in ("holdout", "holdout_seed")}
+    asked = {k: request["options"][k] for k in ("holdout", "holdout_seed")}
+    same_source = sorted(train["source"]) == sorted(request["source"])
+    if same_source and held["holdout"] == 0 and asked["holdout"] == 0:
+        raise UserError(f"the train split of {data.root} was made from this same SOURCE; a val split from it needs "
+                        "--holdout on both splits, or it would be the training images themselves.")
+    if same_source and held != asked:
+        raise UserError(
+            f"the train split of {data.root} holds out {held['holdout']} of each class (--holdout-seed "
+            f"{held['holdout_seed']}) of the same SOURCE; give the val split the same --holdout and --holdout-seed, "
+            "or its images would overlap the training images."
+        )
+    if not same_source and asked["holdout"] > 0 and held["holdout"] > 0:
+        raise UserError(f"--holdout takes the val split from the train split's SOURCE ({', '.join(train['source'])}); "
+                        "this SOURCE is another one.")
 
 
 def _hold_out(images: list, fraction: float, seed: int, keep: str) -> list:

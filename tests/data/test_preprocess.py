@@ -212,6 +212,14 @@ def test_holdout_gives_disjoint_train_and_val_that_cover_the_source(imagenette_s
     assert not (data / "val" / "stats.npz").exists()
     val_manifest = json.loads((data / "val" / "manifest.json").read_text())
     assert val_manifest["stats"] is None
+    # A val split from the same SOURCE that is not exactly the held-out part would overlap train.
+    for other in (["--holdout", "0.1"], ["--holdout", "0.25", "--holdout-seed", "3"], []):
+        leak = invoke("preprocess", imagenette_slice, tmp_path / "d", "--split", "val", "--force", *other)
+        assert leak.returncode == 2 and "overlap the training images" in leak.stderr, other
+    same = tmp_path / "same"
+    invoke("preprocess", imagenette_slice, same, check=True)
+    itself = invoke("preprocess", imagenette_slice, same, "--split", "val")
+    assert itself.returncode == 2 and "the training images themselves" in itself.stderr
 
 
 def test_a_completed_split_is_not_redone_unless_forced(imagenette_slice, tmp_path):
