@@ -148,14 +148,13 @@ class _Session:
     def run(self, started: float) -> dict:
         if self.dir.last_checkpoint.exists():
             self._resume()
-        epochs_run, rates = 0, []
+        rates = []
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             while self.state.epoch < self.config.epochs:
                 epoch = self.state.epoch + 1
                 row = self._epoch(epoch)
                 rates.append(row["images_per_second"])
-                epochs_run += 1
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
