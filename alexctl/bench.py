@@ -111,8 +111,7 @@ class _Ours:
             self.net.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.net) if runtime.compile else self.net
         self.optimizer = build_optimizer(self.net)
-        self.mean = torch.from_numpy(stats["mean_image"].astype(np.float32)).permute(2, 0, 1).contiguous()
-        self.mean = self.mean.to(runtime.primary)
+        self.mean = augment.mean_image_tensor(stats["mean_image"], runtime.primary)
         self.lighting = augment.Lighting.from_stats(stats["eigenvalues"], stats["eigenvectors"])
         self.generator = torch.Generator().manual_seed(0)
 

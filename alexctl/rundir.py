@@ -190,13 +190,14 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_npz(path: Path, what: str = "file") -> dict[str, np.ndarray]:
+def load_npz(path: Path, what: str = "file", keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; with `keys`, only those are read from disk."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in (z.files if keys is None else keys)}
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist.") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{what} {path} cannot be read: {e}.") from None
 
 

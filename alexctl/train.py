@@ -127,8 +127,7 @@ class _Session:
         self.optimizer = build_optimizer(self.net, rule=config.update_rule, lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, decay_biases=config.decay_biases)
         # (3, S, S) float32 on the device: the training set's mean image, subtracted from every image (section 2).
-        self.mean_image = torch.from_numpy(stats["mean_image"].astype(np.float32)).permute(2, 0, 1).contiguous()
-        self.mean_image = self.mean_image.to(runtime.primary)
+        self.mean_image = augment.mean_image_tensor(stats["mean_image"], runtime.primary)
         self.lighting = (augment.Lighting.from_stats(stats["eigenvalues"], stats["eigenvectors"], std=config.lighting_std)
                          if config.lighting_std > 0 else None)
         self.model = self.net

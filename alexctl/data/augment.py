@@ -23,6 +23,11 @@ LIGHTING_STD = 0.1  # section 4.1: alpha_i ~ N(0, 0.1)
 FLIP_PROBABILITY = 0.5  # section 4.1: an image or its horizontal reflection
 
 
+def mean_image_tensor(mean_image, device) -> torch.Tensor:
+    """The statistics file's (S, S, 3) float64 mean image as the (3, S, S) float32 tensor these functions take."""
+    return torch.from_numpy(np.asarray(mean_image, np.float32)).permute(2, 0, 1).contiguous().to(device)
+
+
 def train_batch(images: torch.Tensor, mean_image: torch.Tensor, *, crop: int, generator: torch.Generator,
                 lighting: Lighting | None, flip: bool = True,
                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:

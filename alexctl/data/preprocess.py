@@ -209,7 +209,7 @@ def _shard_done(split_dir: rundir.SplitDir, i: int, digest: str) -> bool:
     if not sidecar.exists() or not shard.exists():
         return False
     try:
-        meta = rundir.load_npz(sidecar)
+        meta = rundir.load_npz(sidecar, keys=("plan", "tar_bytes"))  # not the statistics arrays
     except UserError:
         return False
     return str(meta["plan"]) == digest and int(meta["tar_bytes"]) == shard.stat().st_size
