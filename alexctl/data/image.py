@@ -4,7 +4,8 @@
 Geometry (one home for it): the image is resized to (W', H') with the shorter side
 exactly `size` and the longer side int(size * long / short), then the crop starts at
 round((W' - size) / 2), round((H' - size) / 2) -- torchvision's Resize(size) followed
-by CenterCrop(size). Resampling is bilinear with antialiasing.
+by CenterCrop(size). Resampling is bilinear with antialiasing. `center_origin` is also
+where the test-time centre crop starts (alexctl.data.augment).
 
 Speed (docs/benchmarks.md): JPEGs are decoded by libjpeg-turbo straight into numpy
 (simplejpeg), at 1/2, 1/4 or 1/8 scale in the DCT domain when the shorter side stays
@@ -69,7 +70,16 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
 def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
     """Top-left (x, y) of the central `size` x `size` patch of the resized image."""
     new_w, new_h = resized_size(width, height, size)
-    return int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return center_origin(new_w, size), center_origin(new_h, size)
+
+
+def center_origin(length: int, crop: int) -> int:
+    """Where a centred `crop` starts along an axis of `length`: round((length - crop) / 2).
+
+    Python's round, half to even, as torchvision's CenterCrop: 42 for 341/256, 16 for
+    256/224 (the validation crop, alexctl.data.augment), 4 for 32/24.
+    """
+    return int(round((length - crop) / 2.0))
 
 
 def rescale_center_crop(rgb: np.ndarray, width: int, height: int, size: int, scale: int = 1) -> np.ndarray:

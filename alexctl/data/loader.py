@@ -7,14 +7,16 @@ r takes every W-th sample of each global batch. Every sample is therefore seen e
 once per epoch whatever the number of loader workers and ranks, and an epoch resumed at
 step s simply starts at batch s.
 
-Decoding (JPEG -> uint8 (N, 3, S, S)) happens in DataLoader worker processes with
-libjpeg-turbo, or on the GPU with nvJPEG (`decode="gpu"`); augmentation then runs on
-the training device (alexctl.data.augment).
+Where the images live while a command runs (read from disk per batch, held as JPEGs in
+memory, or decoded once onto the device) is alexctl.data.resident's `open_source`, also
+importable from here. `batch_loader` is its "disk" path: decoding (JPEG -> uint8
+(N, 3, S, S)) happens in DataLoader worker processes with libjpeg-turbo, or on the GPU
+with nvJPEG (`decode="gpu"`); augmentation then runs on the training device
+(alexctl.data.augment).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import torch
 
 from alexctl import rundir
 from alexctl.data.labels import ClassList
+from alexctl.data.ranges import read_range, read_range_into
 from alexctl.errors import UserError
 
 
@@ -50,14 +53,38 @@ class Split:
         return len(self.keys)
 
     def read(self, i: int) -> bytes:
-        path = self.shard_paths[self.shard[i]]
-        fd = _fds.get(path)
-        if fd is None:
-            fd = _fds[path] = os.open(path, os.O_RDONLY)
-        return os.pread(fd, int(self.size[i]), int(self.offset[i]))
+        """Sample i's JPEG bytes, read by range from its shard; a short file is a UserError naming both."""
+        try:
+            return read_range(self.shard_paths[self.shard[i]], int(self.offset[i]), int(self.size[i]))
+        except OSError as e:
+            raise UserError(f"Cannot read {self.describe(i)}: {e}; run `alexctl preprocess` again.") from None
 
+    def read_into(self, i: int, buffer) -> None:
+        """Sample i's JPEG bytes into the writable bytes-like `buffer` of exactly its size; errors as read."""
+        try:
+            read_range_into(self.shard_paths[self.shard[i]], int(self.offset[i]), buffer)
+        except OSError as e:
+            raise UserError(f"Cannot read {self.describe(i)}: {e}; run `alexctl preprocess` again.") from None
 
-_fds: dict[str, int] = {}  # per process; pread needs no shared file position, so forked workers may share them
+    def describe(self, i: int) -> str:
+        """Sample i for a message: its key and the shard file that holds it."""
+        return f"sample {str(self.keys[i])!r} in {self.shard_paths[self.shard[i]]}"
+
+    def decode_into(self, i: int, data, out: np.ndarray) -> None:
+        """Decode sample i's JPEG `data` (bytes-like) into `out`, (S, S, 3) uint8, with libjpeg-turbo.
+
+        simplejpeg decodes the same bytes to the same pixels wherever it runs, so every reader
+        built on this (worker processes, threads, any residency) yields identical images.
+        """
+        try:
+            decoded = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+        except ValueError as e:
+            raise UserError(f"Cannot decode {self.describe(i)} ({e}); the shard is damaged: "
+                            f"run `alexctl preprocess` again.") from None
+        if decoded.shape != out.shape:
+            raise UserError(f"{self.describe(i)} is {decoded.shape[1]}x{decoded.shape[0]} pixels, not "
+                            f"{out.shape[1]}x{out.shape[0]} as the split's manifest says; "
+                            f"run `alexctl preprocess` again.")
 
 
 def load_split(data_dir: Path, split: str) -> Split:
@@ -95,15 +122,27 @@ def rank_part(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Item b is batch b: (images, labels, indices); images decoded here unless decode == "gpu"."""
+    """Item b is batch b: (images, labels, indices); images decoded here unless decode == "gpu".
 
-    def __init__(self, split: Split, batches: list[np.ndarray], decode: str):
-        self.split, self.batches, self.decode = split, batches, decode
+    errors_as_values: a UserError is returned as the item rather than raised, so that the
+    reader gets its one sentence back from a worker process instead of a wrapped traceback.
+    """
+
+    def __init__(self, split: Split, batches: list[np.ndarray], decode: str, errors_as_values: bool = False):
+        self.split, self.batches, self.decode, self.errors_as_values = split, batches, decode, errors_as_values
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, b: int):
+        try:
+            return self._batch(b)
+        except UserError as e:
+            if self.errors_as_values:
+                return e
+            raise
+
+    def _batch(self, b: int):
         indices = self.batches[b]
         labels = torch.from_numpy(self.split.labels[indices])
         datas = [self.split.read(i) for i in indices]
@@ -111,8 +150,8 @@ class _Batches(torch.utils.data.Dataset):
             return [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], labels, torch.from_numpy(indices)
         size = self.split.image_size
         out = np.empty((len(indices), size, size, 3), np.uint8)
-        for k, data in enumerate(datas):
-            simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out[k])
+        for k, (i, data) in enumerate(zip(indices, datas)):
+            self.split.decode_into(i, data, out[k])
         # (N, S, S, 3) in memory, seen as (N, 3, S, S): channels-last, no copy.
         return torch.from_numpy(out).permute(0, 3, 1, 2), labels, torch.from_numpy(indices)
 
@@ -120,10 +159,14 @@ class _Batches(torch.utils.data.Dataset):
 def batch_loader(split: Split, batches: list[np.ndarray], *, workers: int, decode: str = "cpu",
                  pin_memory: bool = False, prefetch: int = 4):
     """An iterable of (images uint8 (n, 3, S, S) or a list of JPEG byte tensors, labels, indices), in order."""
+    return _loader(_Batches(split, batches, decode), workers=workers, pin_memory=pin_memory and decode == "cpu",
+                   prefetch=prefetch)
+
+
+def _loader(dataset: _Batches, *, workers: int, pin_memory: bool, prefetch: int = 4):
     return torch.utils.data.DataLoader(
-        _Batches(split, batches, decode), batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=pin_memory and decode == "cpu", prefetch_factor=prefetch if workers > 0 else None,
-        persistent_workers=False,
+        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers > 0 else None, persistent_workers=False,
     )
 
 
@@ -134,3 +177,12 @@ def to_device(images, device: torch.device) -> torch.Tensor:
 
         return torch.stack(decode_jpeg(images, device=device))
     return images.to(device, non_blocking=True)
+
+
+def __getattr__(name: str):
+    # open_source and its types live in resident.py, which builds on this module (imported lazily: no cycle).
+    if name in ("RESIDENCIES", "BatchSource", "open_source"):
+        from alexctl.data import resident
+
+        return getattr(resident, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from alexctl.data.augment import Lighting, center_crop, crop_positions, ten_crop, train_batch
+from alexctl.data.image import center_origin
 
 ROOT = Path(__file__).resolve().parents[2]
 # The shared data sits beside the project (../shared/data) or, on a device machine, inside it.
@@ -84,11 +85,16 @@ def test_train_batch_takes_exact_crops_at_every_offset_with_half_flipped(size, c
     assert set(xs.tolist()) == every and set(ys.tolist()) == every
     if size == 32:
         assert len(set(zip(xs.tolist(), ys.tolist()))) == len(every) ** 2  # every (x, y) pair
-    assert 0.45 < flips.float().mean().item() < 0.55
+    assert abs(flips.float().mean().item() - 0.5) < 5 * (0.25 / n) ** 0.5  # 5 binomial sigmas: any seed passes
     no_flip = train_batch(images, zero, crop=crop, generator=torch.Generator().manual_seed(0), lighting=None,
                           flip=False)
     xs2, ys2, flips2 = decode(no_flip)
     assert not flips2.any() and torch.equal(xs2, xs) and torch.equal(ys2, ys)  # same crops, no reflections
+    centred = train_batch(images, zero, crop=crop, generator=torch.Generator().manual_seed(0), lighting=None,
+                          random_crop=False)
+    xs3, ys3, flips3 = decode(centred)
+    mid = center_origin(size, crop)
+    assert (xs3 == mid).all() and (ys3 == mid).all() and torch.equal(flips3, flips)  # same reflections, no shifts
 
 
 def test_mean_subtraction_on_photographs():
@@ -110,12 +116,17 @@ def test_mean_subtraction_on_photographs():
 
 
 def test_lighting_adds_one_rgb_vector_per_image_from_the_drawn_alphas():
+    images = photographs(256, count=5)
+    mean = images.float().mean(0)
     lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS)
-    x = torch.rand(5, 3, 8, 8) * 255
-    shifted = lighting(x, torch.Generator().manual_seed(11))
-    delta = (shifted - x).double()
+    plain = train_batch(images, mean, crop=224, generator=torch.Generator().manual_seed(11), lighting=None)
+    lit = train_batch(images, mean, crop=224, generator=torch.Generator().manual_seed(11), lighting=lighting)
+    delta = (lit - plain).double()
     torch.testing.assert_close(delta, delta[:, :, :1, :1].expand_as(delta), rtol=0, atol=1e-4)  # constant per image
-    alpha = torch.randn(5, 3, generator=torch.Generator().manual_seed(11)) * 0.1  # the same draws
+    generator = torch.Generator().manual_seed(11)
+    torch.randint(0, 33, (5,), generator=generator), torch.randint(0, 33, (5,), generator=generator)
+    torch.rand(5, generator=generator)  # the crop and flip draws come first (module docstring)
+    alpha = torch.randn(5, 3, generator=generator) * 0.1  # then the alphas
     lambda_unit = torch.tensor(EIGENVALUES_255) / 255**2
     expected = 255 * (torch.tensor(EIGENVECTORS) @ (alpha.double() * lambda_unit).T).T  # (5, 3)
     torch.testing.assert_close(delta[:, :, 0, 0], expected, rtol=1e-5, atol=1e-4)
@@ -131,19 +142,6 @@ def test_lighting_alpha_std_and_shift_size():
     # A few grey levels along p1 (255 * 0.1 * 0.2175 = 5.5), not the ~1,400 of the literal 0..255 reading.
     along_p1 = shifts @ torch.tensor(EIGENVECTORS)[:, 0]
     assert 5.4 < along_p1.std() < 5.7
-
-
-def test_train_batch_applies_lighting_after_the_same_crops():
-    images = photographs(256, count=3)
-    mean = images.float().mean(0)
-    lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS)
-    plain = train_batch(images, mean, crop=224, generator=torch.Generator().manual_seed(2), lighting=None)
-    lit = train_batch(images, mean, crop=224, generator=torch.Generator().manual_seed(2), lighting=lighting)
-    generator = torch.Generator().manual_seed(2)
-    torch.randint(0, 33, (3,), generator=generator), torch.randint(0, 33, (3,), generator=generator)
-    torch.rand(3, generator=generator)  # the crop and flip draws come first (module docstring)
-    expected = lighting.shift(3, generator)[:, :, None, None]
-    torch.testing.assert_close(lit - plain, expected.expand_as(plain), rtol=0, atol=1e-3)
 
 
 def test_same_seed_same_batch_different_seed_different_batch():
@@ -188,35 +186,154 @@ def test_bad_inputs_are_rejected():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_gives_the_same_augmentation_as_cpu():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_gives_the_same_augmentation_as_cpu(memory_format, dtype):
     images = photographs(256, count=8)
     mean = images.float().mean(0)
     lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS)
-    cpu = train_batch(images, mean, crop=224, generator=torch.Generator().manual_seed(9), lighting=lighting)
-    gpu = train_batch(images.cuda(), mean.cuda(), crop=224, generator=torch.Generator().manual_seed(9),
-                      lighting=lighting)
-    assert gpu.is_cuda and torch.equal(cpu, gpu.cpu())
-    torch.testing.assert_close(ten_crop(images.cuda(), mean.cuda(), crop=224).cpu(), ten_crop(images, mean, crop=224),
-                               rtol=0, atol=0)
+    kw = dict(crop=224, lighting=lighting, memory_format=memory_format, dtype=dtype)
+    cpu = train_batch(images, mean, generator=torch.Generator().manual_seed(9), **kw)
+    gpu = train_batch(images.cuda(), mean.cuda(), generator=torch.Generator().manual_seed(9), **kw)  # compiled
+    assert gpu.is_cuda and gpu.dtype == dtype and gpu.is_contiguous(memory_format=memory_format)
+    assert torch.equal(cpu, gpu.cpu())
+    kw = dict(crop=224, memory_format=memory_format, dtype=dtype)
+    assert torch.equal(ten_crop(images.cuda(), mean.cuda(), **kw).cpu(), ten_crop(images, mean, **kw))
 
 
-def test_the_cpu_slices_and_the_device_gather_give_identical_batches():
-    """train_batch cuts one slice per image on the CPU and uses one gather elsewhere: same numbers."""
-    from alexctl.data.augment import _gather
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_lighting", [False, True])
+def test_the_cpu_slices_and_the_device_gather_give_identical_batches(memory_format, dtype, with_lighting):
+    """train_batch cuts one slice per image on the CPU and runs one gather elsewhere: the same bits.
+
+    The device branch runs here on CPU tensors (eagerly: compilation is for CUDA), from draws
+    recomputed in the documented order, on images laid out as the loaders yield them (HWC memory).
+    """
+    from alexctl.data.augment import _device_pass
 
     g = torch.Generator().manual_seed(7)
-    images = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8, generator=g)
+    images = torch.randint(0, 256, (9, 40, 40, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
     mean = torch.rand(3, 40, 40, generator=g) * 255
+    lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS) if with_lighting else None
+    out = train_batch(images, mean, crop=32, generator=torch.Generator().manual_seed(3), lighting=lighting,
+                      memory_format=memory_format, dtype=dtype)
+    draws = torch.Generator().manual_seed(3)
+    xs, ys = torch.randint(0, 9, (9,), generator=draws), torch.randint(0, 9, (9,), generator=draws)
+    flips = torch.rand(9, generator=draws) < 0.5
+    shift = lighting.shift(9, draws) if lighting else None
+    assert 0 < flips.sum() < 9  # both branches are exercised
+    expected = _device_pass(images, mean, xs, ys, flips, shift, 32, memory_format == torch.channels_last, dtype)
+    assert out.dtype == expected.dtype == dtype and out.is_contiguous(memory_format=memory_format)
+    assert torch.equal(out, expected)
+    # ...and both are the paper's numbers: the S x S image minus the mean plus the shift, then cut.
+    shifted = images.double() - mean.double() + (shift.double() if lighting else torch.zeros(9, 3))[:, :, None, None]
+    for i, (x, y, f) in enumerate(zip(xs.tolist(), ys.tolist(), flips.tolist())):
+        patch = shifted[i, :, y:y + 32, x:x + 32]
+        torch.testing.assert_close(out[i].double(), patch.flip(-1) if f else patch,
+                                   rtol=0, atol=1e-4 if dtype == torch.float32 else 1.0)
+
+
+def test_the_device_gather_compiles_to_one_graph_with_the_same_numbers():
+    """What CUDA runs is torch.compile of _gather; here Inductor's decompositions without code generation."""
+    from alexctl.data.augment import _gather, _rows_cols
+
+    g = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (5, 3, 36, 36), dtype=torch.uint8, generator=g)
+    mean = torch.rand(3, 36, 36, generator=g) * 255
+    xs, ys = torch.randint(0, 5, (5,), generator=g), torch.randint(0, 5, (5,), generator=g)
+    rows, cols = _rows_cols(xs, ys, torch.tensor([True, False, True, True, False]), 32)
+    shift = torch.randn(5, 3, generator=g) * 4
+    compiled = torch.compile(_gather, backend="aot_eager_decomp_partition", fullgraph=True)
+    for channels_last in (False, True):
+        for dtype in (torch.float32, torch.bfloat16):
+            eager = _gather(images, mean, rows, cols, shift, channels_last, dtype)
+            assert torch.equal(compiled(images, mean, rows, cols, shift, channels_last, dtype), eager)
+
+
+@pytest.mark.parametrize("size, crop", SIZES)
+def test_bfloat16_output_is_the_float32_output_rounded_once(size, crop):
+    images = photographs(size, count=3)
+    mean = images.float().mean(0)
+    lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS)
+    bf16 = torch.bfloat16
     for memory_format in (torch.contiguous_format, torch.channels_last):
-        out = train_batch(images, mean, crop=32, generator=torch.Generator().manual_seed(3), lighting=None,
-                          memory_format=memory_format)
-        draws = torch.Generator().manual_seed(3)
-        xs = torch.randint(0, 9, (6,), generator=draws)
-        ys = torch.randint(0, 9, (6,), generator=draws)
-        flips = torch.rand(6, generator=draws) < 0.5
-        steps = torch.arange(32)
-        rows = ys[:, None] + steps
-        cols = torch.where(flips[:, None], xs[:, None] + 31 - steps, xs[:, None] + steps)
-        expected = _gather(images, mean, rows, cols, memory_format == torch.channels_last)
-        assert torch.equal(out, expected)
-        assert out.is_contiguous(memory_format=memory_format)
+        kw = dict(crop=crop, memory_format=memory_format)
+        a = train_batch(images, mean, generator=torch.Generator().manual_seed(1), lighting=lighting, **kw)
+        b = train_batch(images, mean, generator=torch.Generator().manual_seed(1), lighting=lighting, dtype=bf16, **kw)
+        assert b.dtype == bf16 and b.is_contiguous(memory_format=memory_format) and torch.equal(b, a.to(bf16))
+        assert torch.equal(center_crop(images, mean, dtype=bf16, **kw), center_crop(images, mean, **kw).to(bf16))
+        assert torch.equal(ten_crop(images, mean, dtype=bf16, **kw), ten_crop(images, mean, **kw).to(bf16))
+    with pytest.raises(ValueError, match="floating-point"):
+        center_crop(images, mean, crop=crop, dtype=torch.uint8)
+
+
+def test_ten_crop_matches_torchvision_on_photographs():
+    """Golden: torchvision's ten_crop of the mean-subtracted images, re-ordered to alexctl's order.
+
+    torchvision returns (tl, tr, bl, br, center) of the image, then the same five cut from
+    the flipped image, whose top-left is the reflection of the original's top-right: so its
+    patches 5..9 are alexctl's 6, 5, 8, 7, 9 (alexctl reflects each of its first five).
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    images = photographs(256, count=4)
+    mean = torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(2)) * 255
+    ours = ten_crop(images, mean, crop=224)  # (4, 10, 3, 224, 224)
+    theirs = torch.stack(TF.ten_crop(images.float() - mean, [224, 224]), 1)  # (4, 10, 3, 224, 224)
+    torchvision_to_ours = [0, 1, 2, 3, 4, 6, 5, 8, 7, 9]
+    assert torch.equal(ours[:, torchvision_to_ours], theirs)
+    assert torch.equal(center_crop(images, mean, crop=224), TF.center_crop(images.float() - mean, [224, 224]))
+
+
+def test_center_origin_is_shared_with_the_preprocessing_geometry():
+    assert crop_positions(256, 224)[4] == (center_origin(256, 224),) * 2 == (16, 16)
+    assert crop_positions(33, 24)[4] == (4, 4)  # round(4.5) = 4: half to even, as torchvision
+    assert crop_positions(35, 24)[4] == (6, 6)  # round(5.5) = 6
+
+
+def test_flips_are_fair_and_independent_of_the_crops_for_any_seed():
+    """Over several seeds, bands of 5 binomial sigmas (and a chi-square bound at the same ~3e-7 tail): a
+    working sampler passes with any seed, a biased or crop-dependent flip fails with all of them."""
+    images, zero = coordinate_images(2500, 32)
+    xs, ys, flips = [], [], []
+    for seed in range(10):
+        x, y, f = decode(train_batch(images, zero, crop=24, generator=torch.Generator().manual_seed(seed),
+                                     lighting=None))
+        assert abs(f.float().mean().item() - 0.5) < 5 * (0.25 / len(f)) ** 0.5  # per seed: 0.45..0.55
+        xs.append(x), ys.append(y), flips.append(f)
+    xs, ys, flips = torch.cat(xs), torch.cat(ys), torch.cat(flips).double()
+    n = len(flips)
+    assert abs(flips.mean().item() - 0.5) < 5 * (0.25 / n) ** 0.5  # pooled: 0.484..0.516
+    for offsets in (xs, ys):
+        # Independence: the flip rate is the same at every one of the 9 offsets (chi-square, 8 dof).
+        counts = torch.bincount(offsets, minlength=9).double()
+        flipped = torch.bincount(offsets, weights=flips, minlength=9)
+        chi2 = (((flipped - counts / 2) ** 2) / (counts / 4)).sum().item()
+        assert chi2 < _chi2_bound(dof=8, sigmas=5)  # 47: the mean is 8
+        # and flips do not follow the offsets' parity or size (a flip taken from the same random bits would)
+        for mask in (offsets % 2 == 0, offsets < 4):
+            a, b = flips[mask], flips[~mask]
+            assert abs(a.mean() - b.mean()).item() < 5 * (0.25 / len(a) + 0.25 / len(b)) ** 0.5
+
+
+def _chi2_bound(dof: int, sigmas: float) -> float:
+    """The chi-square quantile at a normal tail of `sigmas` (Wilson-Hilferty approximation)."""
+    return dof * (1 - 2 / (9 * dof) + sigmas * (2 / (9 * dof)) ** 0.5) ** 3
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_gather(monkeypatch):
+    from alexctl.data import augment
+
+    def failing(*args):
+        raise torch._dynamo.exc.TorchDynamoException("no working compiler")
+
+    monkeypatch.setattr(augment, "_compiled", failing)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=g)
+    mean = torch.rand(3, 40, 40, generator=g) * 255
+    xs, ys, flips, shift = augment._draws(3, 40, 32, g, None, True)
+    with pytest.warns(UserWarning, match="running it eagerly"):
+        out = augment._device_pass(images, mean, xs, ys, flips, shift, 32, False, torch.float32)
+    assert augment._compiled is augment._gather
+    assert torch.equal(out, augment._crop_each(images, mean, xs, ys, flips, shift, 32, False, torch.float32))

@@ -7,6 +7,7 @@ import pytest
 import webdataset as wds
 
 from alexctl.data.loader import batch_loader, epoch_batches, load_split, rank_part
+from alexctl.data.ranges import read_range, read_range_into
 from alexctl.errors import UserError
 from helpers import invoke
 
@@ -46,6 +47,27 @@ def test_samples_read_by_range_equal_what_webdataset_reads(split):
     for i in range(0, len(split), 7):
         jpeg, label = from_wds[split.keys[i]]
         assert split.read(i) == jpeg and split.labels[i] == label
+
+
+def test_read_into_fills_a_buffer_with_the_same_bytes_and_describe_names_the_shard(split):
+    for i in (0, 26, 119):
+        buffer = bytearray(int(split.size[i]))
+        split.read_into(i, buffer)
+        assert bytes(buffer) == split.read(i)
+        assert split.describe(i) == f"sample {str(split.keys[i])!r} in {split.shard_paths[split.shard[i]]}"
+
+
+def test_a_range_past_the_end_of_a_file_names_the_file(tmp_path):
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(range(10)))
+    assert read_range(str(path), 2, 3) == bytes([2, 3, 4])
+    buffer = bytearray(4)
+    read_range_into(str(path), 6, buffer)
+    assert buffer == bytes([6, 7, 8, 9])
+    with pytest.raises(OSError, match=f"{path} ended early .wanted 5 bytes at 8, got 2"):
+        read_range(str(path), 8, 5)
+    with pytest.raises(OSError, match=f"{path} ended early .wanted 4 bytes at 7, got 3"):
+        read_range_into(str(path), 7, buffer)
 
 
 def test_loader_with_workers_returns_every_batch_in_order_decoded(split):
