@@ -8,8 +8,10 @@
         workers, feeding torchvision's alexnet (fp32, eager)
 
 Each figure is the median over `repeats` timed windows of `steps` batches, after `warmup`
-batches, with the device synchronised around every window. `preprocess_bench` times the
-preprocess image path against a naive PIL loop, one process each, on the same files.
+batches, with the device synchronised around every window. The training step, the augmentation
+and the ten-crop inference are the ones `train` and `eval` run (alexctl.train, alexctl.predict).
+`preprocess_bench` times the preprocess image path against a naive PIL loop, one process each,
+on the same files.
 """
 
 from __future__ import annotations
@@ -26,15 +28,22 @@ import torch.nn.functional as F
 
 from alexctl import device as device_ops
 from alexctl import rundir
-from alexctl.config import ModelConfig
-from alexctl.data import augment
-from alexctl.data.loader import batch_loader, epoch_batches, load_split, to_device
-from alexctl.model import build_model
+from alexctl.config import ModelConfig, PreprocessOptions
+from alexctl.console import log
+from alexctl.data.loader import epoch_batches, load_split, open_source
 from alexctl.optim import build_optimizer
+from alexctl.predict import infer_batch, probabilities
+from alexctl.train import Augmenter, make_train_step
+
+DATA_PATH, STOCK_DATA_PATH = "data path (alexctl)", "data path (stock torchvision: PIL + transforms)"
+SYNTHETIC, END_TO_END = "network, synthetic input (alexctl AlexNet)", "end-to-end training (alexctl)"
+TEN_CROP = "ten-crop evaluation (alexctl)"
+STOCK_SYNTHETIC = "network, synthetic input (torchvision alexnet, fp32 eager)"
+STOCK_END_TO_END = "end-to-end training (stock torchvision)"
 
 
 def bench(data_dir: Path | None, *, runtime: device_ops.Runtime, width: float, batch_size: int, steps: int,
-          warmup: int, repeats: int) -> dict:
+          warmup: int, repeats: int, stock: bool = True) -> dict:
     started = time.monotonic()
     device_ops.configure(runtime)
     with tempfile.TemporaryDirectory(prefix="alexctl-bench-") as tmp:
@@ -43,39 +52,51 @@ def bench(data_dir: Path | None, *, runtime: device_ops.Runtime, width: float, b
         split = load_split(data_dir, "train")
         stats = rundir.load_npz(rundir.DataDir(Path(data_dir)).stats, "statistics file")
         timer = _Timer(runtime, warmup, steps, repeats)
-        needed = warmup + steps * repeats  # batches per measurement: one loader, no restart inside a window
-        ours = _Ours(split, stats, runtime, width, batch_size, needed)
-        stock = _Stock(split, runtime, batch_size, needed)
-        rows = [
-            timer.measure("data path (alexctl)", "images/s", ours.data_path()),
-            timer.measure("data path (stock torchvision: PIL + transforms)", "images/s", stock.data_path()),
-            timer.measure("network, synthetic input (alexctl AlexNet)", "images/s", ours.synthetic()),
-            timer.measure("end-to-end training (alexctl)", "images/s", ours.end_to_end()),
-            timer.measure("ten-crop evaluation (alexctl)", "crops/s", ours.ten_crop(), per_item=10),
-            timer.measure("network, synthetic input (torchvision alexnet, fp32 eager)", "images/s", stock.synthetic()),
-            timer.measure("end-to-end training (stock torchvision)", "images/s", stock.end_to_end()),
-        ]
+        needed = warmup + steps * repeats  # batches per measurement: one iterator, no restart inside a window
+        with _Ours(split, stats, runtime, width, batch_size, needed) as ours:
+            rows = [timer.measure(DATA_PATH, "images/s", ours.data_path()),
+                    timer.measure(SYNTHETIC, "images/s", ours.synthetic()),
+                    timer.measure(END_TO_END, "images/s", ours.end_to_end()),
+                    timer.measure(TEN_CROP, "crops/s", ours.ten_crop(), per_item=10)]
+            residency = ours.source.reason
+        if stock:
+            baseline = _Stock(split, runtime, batch_size, needed)
+            rows += [timer.measure(STOCK_DATA_PATH, "images/s", baseline.data_path()),
+                     timer.measure(STOCK_SYNTHETIC, "images/s", baseline.synthetic()),
+                     timer.measure(STOCK_END_TO_END, "images/s", baseline.end_to_end())]
     by_name = {r["name"]: r["median"] for r in rows}
-    ratios = {
-        "end_to_end_over_synthetic": by_name["end-to-end training (alexctl)"]
-        / by_name["network, synthetic input (alexctl AlexNet)"],
-        "data_path_over_stock": by_name["data path (alexctl)"]
-        / by_name["data path (stock torchvision: PIL + transforms)"],
-    }
-    if width == 1.0:  # otherwise the two networks differ in size and the ratio would mislead
-        ratios["end_to_end_over_stock"] = (by_name["end-to-end training (alexctl)"]
-                                           / by_name["end-to-end training (stock torchvision)"])
+    ratios = {"end_to_end_over_synthetic": by_name[END_TO_END] / by_name[SYNTHETIC],
+              "data_path_over_synthetic": by_name[DATA_PATH] / by_name[SYNTHETIC]}
+    if stock:
+        ratios["data_path_over_stock"] = by_name[DATA_PATH] / by_name[STOCK_DATA_PATH]
+        if width == 1.0:  # otherwise the two networks differ in size and the ratio would mislead
+            ratios["end_to_end_over_stock"] = by_name[END_TO_END] / by_name[STOCK_END_TO_END]
     return {
-        "device": _device_name(runtime),
-        "torch": torch.__version__,
+        "device": device_ops.versions(runtime)["device_name"],
+        **device_ops.versions(runtime),
         "runtime": runtime.describe(),
+        "residency": residency,
         "model": {"width": width, "batch_size": batch_size},
         "timing": {"warmup_batches": warmup, "steps_per_window": steps, "windows": repeats},
         "data_dir": str(data_dir) if data_dir else "generated",
         "rows": rows,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "reading": reading(by_name),
         "seconds": round(time.monotonic() - started, 2),
     }
+
+
+def reading(rates: dict[str, float]) -> str:
+    """What the numbers mean: which stage bounds training on this machine."""
+    data, net, e2e = rates[DATA_PATH], rates[SYNTHETIC], rates[END_TO_END]
+    bound = "the data path (reading, decoding, augmenting)" if data < net else "the network (the device's compute)"
+    text = (f"Training runs at {e2e:,.0f} images/s, {e2e / net:.0%} of what the network alone does "
+            f"({net:,.0f}/s); the data path alone delivers {data:,.0f}/s, so {bound} bounds it.")
+    if data < net:
+        text += " More loader workers, --residency decoded or jpeg, or --decode gpu would help."
+    elif e2e < 0.9 * min(data, net):
+        text += " The two do not overlap well: the data path and the network wait for each other."
+    return text
 
 
 class _Timer:
@@ -84,6 +105,7 @@ class _Timer:
 
     def measure(self, name: str, unit: str, step_fn, per_item: int = 1) -> dict:
         """step_fn() does one batch and returns how many images it took; median over windows."""
+        log(f"bench: {name} ...")
         for _ in range(self.warmup):
             step_fn()
         rates = []
@@ -93,27 +115,29 @@ class _Timer:
             n = sum(step_fn() for _ in range(self.steps))
             device_ops.synchronize(self.runtime)
             rates.append(n * per_item / (time.perf_counter() - start))
-        return {"name": name, "unit": unit, "median": round(statistics.median(rates), 1),
-                "min": round(min(rates), 1), "max": round(max(rates), 1)}
+        row = {"name": name, "unit": unit, "median": round(statistics.median(rates), 1),
+               "min": round(min(rates), 1), "max": round(max(rates), 1)}
+        log(f"bench: {name}: {row['median']:,.1f} {unit} (median of {self.repeats})")
+        return row
 
 
 class _Ours:
-    """alexctl's own path: shards read by range, decoded in workers, augmented on the device."""
+    """alexctl's own path: the split as `train` reads it, augmented on the device, the paper's net and step."""
 
     def __init__(self, split, stats, runtime, width, batch_size, needed):
         self.split, self.runtime, self.batch_size, self.needed = split, runtime, batch_size, needed
-        devices = [str(d) for d in runtime.devices]
-        self.net = build_model(ModelConfig(width=width), split.num_classes, devices if len(devices) == 2 else None)
-        if len(devices) == 1:
-            self.net.to(runtime.primary)
-        self.format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-        if runtime.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.net) if runtime.compile else self.net
-        self.optimizer = build_optimizer(self.net)
-        self.mean = augment.mean_image_tensor(stats["mean_image"], runtime.primary)
-        self.lighting = augment.Lighting.from_stats(stats["eigenvalues"], stats["eigenvectors"])
+        self.net = device_ops.build_model(ModelConfig(width=width), split.num_classes, runtime)
+        self.forward = device_ops.forward_of(self.net, runtime)
+        self.step = make_train_step(self.forward, build_optimizer(self.net), runtime)
+        self.augment = Augmenter(stats, crop=224, lighting_std=0.1, flip=True, random_crop=True, runtime=runtime)
         self.generator = torch.Generator().manual_seed(0)
+        self.source = open_source(split, **device_ops.reading(runtime))
+
+    def __enter__(self) -> "_Ours":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.source.close()
 
     def _batches(self):
         batches, epoch = [], 0
@@ -121,23 +145,11 @@ class _Ours:
             epoch += 1
             batches += [b for b in epoch_batches(len(self.split), self.batch_size, seed=0, epoch=epoch)
                         if len(b) == self.batch_size]
-        return iter(batch_loader(self.split, batches[: self.needed], workers=self.runtime.workers,
-                                 decode=self.runtime.decode, pin_memory=self.runtime.is_cuda))
+        return iter(self.source.batches(batches[: self.needed]))
 
     def _augmented(self):
         for images, labels, _ in self._batches():
-            x = to_device(images, self.runtime.primary)
-            x = augment.train_batch(x, self.mean, crop=224, generator=self.generator, lighting=self.lighting,
-                                    memory_format=self.format)
-            yield x, labels.to(self.runtime.primary, non_blocking=True)
-
-    def _train_step(self, x, y) -> int:
-        with device_ops.autocast(self.runtime):
-            logits = self.forward(x)
-        F.cross_entropy(logits.float(), y).backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return len(y)
+            yield self.augment(images, self.generator), labels
 
     def data_path(self):
         batches = self._augmented()
@@ -145,27 +157,30 @@ class _Ours:
 
     def synthetic(self):
         x = torch.randn(self.batch_size, 3, 224, 224, device=self.runtime.primary).mul_(60)
-        x = x.contiguous(memory_format=self.format)
+        x = x.contiguous(memory_format=self.runtime.memory_format)
         y = torch.randint(0, self.split.num_classes, (self.batch_size,), device=self.runtime.primary)
         self.net.train()
-        return lambda: self._train_step(x, y)
+        return lambda: self._train(x, y)
+
+    def _train(self, x, y) -> int:
+        self.step(x, y, 1.0 / len(y))
+        return len(y)
 
     def end_to_end(self):
         batches = self._augmented()
         self.net.train()
-        return lambda: self._train_step(*next(batches))
+        return lambda: self._train(*next(batches))
 
     def ten_crop(self):
         batches = self._batches()
+        compute = probabilities(self.forward, self.runtime)
         self.net.eval()
 
         def step() -> int:
             images, _, _ = next(batches)
-            x = to_device(images, self.runtime.primary)
-            patches = augment.ten_crop(x, self.mean, crop=224, memory_format=self.format).flatten(0, 1)
-            with torch.no_grad(), device_ops.autocast(self.runtime):
-                torch.softmax(self.forward(patches).float(), 1).view(len(x), 10, -1).mean(1)
-            return len(x)
+            with torch.no_grad():
+                infer_batch(compute, images, self.augment.mean_image, crops=10, crop=224, runtime=self.runtime)
+            return len(images)
 
         return step
 
@@ -232,20 +247,11 @@ def _generated_data(tmp: Path, images: int) -> Path:
     """A small data directory from alexctl's own demo images, when no --data is given."""
     from alexctl.data.demo import make_demo_dataset
     from alexctl.data.preprocess import Inputs, default_workers, preprocess
-    from alexctl.config import PreprocessOptions
 
     per_class = max(8, -(-images // 6))
     make_demo_dataset(tmp / "images", classes=6, per_class=per_class, seed=0)
     preprocess(Inputs((tmp / "images",)), tmp / "data", "train", PreprocessOptions(), workers=default_workers())
     return tmp / "data"
-
-
-def _device_name(runtime) -> str:
-    if runtime.is_cuda:
-        return torch.cuda.get_device_name(runtime.primary)
-    import platform
-
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 # ---------------------------------------------------------------- preprocess

@@ -1,18 +1,95 @@
-"""Each command's settings as a dataclass: the CLI fills them from flags, the run directory
-keeps them as JSON, and a resumed job compares them with what it is asked to do now."""
+"""Every command's settings, validated in one home.
+
+Each dataclass holds one group of settings with its allowed values (Literal types, ranges in
+`setting(...)`) and its defaults (the paper's, from alexctl.paper). Building one checks it
+(`__post_init__`): a bad value raises a UserError naming the option and the value, before
+any command touches a file. The CLI's choices come from the Literal types, and a run
+directory keeps the settings as JSON (`to_dict` / `from_dict`). This module imports no torch.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+import tomllib
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from alexctl import paper
+from alexctl.errors import UserError
+
+Arch = Literal["alexnet", "cifar"]
+AlphaReading = Literal["code", "paper"]
+Pooling = Literal["overlapping", "plain"]
+Activation = Literal["relu", "tanh"]
+UpdateRule = Literal["paper", "pytorch"]
+TrainCrop = Literal["random", "center"]
+Precision = Literal["auto", "fp32", "bf16"]
+Switch = Literal["auto", "on", "off"]
+Decode = Literal["auto", "cpu", "gpu"]
+Residency = Literal["auto", "disk", "jpeg", "decoded"]
+LrnImpl = Literal["auto", "reference", "torch", "triton"]
+ConvForm = Literal["auto", "groups", "split", "blockdiag"]
 
 
-@dataclass(frozen=True)
-class PreprocessOptions:
-    size: int = 256  # shorter side rescaled to this, then the central size x size patch (section 2)
-    quality: int = 95  # JPEG quality of the shard images
-    shard_size: int = 1000  # images per shard (about 30 MB at 256 px)
+def setting(default, *, min=None, max=None, below=None, above=None):
+    """A field with bounds: min <= value <= max, value < below, value > above."""
+    return field(default=default, metadata={"min": min, "max": max, "below": below, "above": above})
+
+
+def choices(alias) -> tuple:
+    """The allowed values of a Literal type, e.g. choices(Arch) == ("alexnet", "cifar")."""
+    return typing.get_args(alias)
+
+
+class _Validated:
+    """Checks every field against its type (Literal choices, bool, int, float) and its bounds."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = hints[f.name]
+            if typing.get_origin(kind) is Literal:
+                if value not in typing.get_args(kind):
+                    allowed = ", ".join(map(str, typing.get_args(kind)))
+                    raise UserError(f"{flag(f.name)} {value!r} is not one of {allowed}.")
+            elif kind is bool and not isinstance(value, bool):
+                raise UserError(f"{flag(f.name)} {value!r} is not true or false.")
+            elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UserError(f"{flag(f.name)} {value!r} is not a whole number.")
+            elif kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise UserError(f"{flag(f.name)} {value!r} is not a number.")
+                object.__setattr__(self, f.name, float(value))
+            _check_bounds(f, getattr(self, f.name))
+
+
+def _check_bounds(f, value) -> None:
+    m = f.metadata
+    if m.get("min") is not None and value < m["min"]:
+        raise UserError(f"{flag(f.name)} {value} must be at least {m['min']}.")
+    if m.get("max") is not None and value > m["max"]:
+        raise UserError(f"{flag(f.name)} {value} must be at most {m['max']}.")
+    if m.get("below") is not None and not value < m["below"]:
+        raise UserError(f"{flag(f.name)} {value} must be below {m['below']}.")
+    if m.get("above") is not None and not value > m["above"]:
+        raise UserError(f"{flag(f.name)} {value} must be above {m['above']}.")
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a setting: lighting_std -> --lighting-std."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessOptions(_Validated):
+    size: int = setting(paper.IMAGE_SIZE, min=8)  # shorter side rescaled to this, then the central square (2)
+    quality: int = setting(95, min=1, max=100)  # JPEG quality of the shard images
+    shard_size: int = setting(1000, min=1)  # images per shard (about 30 MB at 256 px)
     seed: int = 0  # the class-mixed order of samples across shards
-    holdout: float = 0.0  # fraction of each class held out of train and kept for val (0: none)
+    holdout: float = setting(0.0, min=0.0, max=0.9)  # fraction of each class held out of train for val
     holdout_seed: int = 0  # which images are held out
     fast_decode: bool = True  # DCT-domain downscaling and libjpeg-turbo's fast paths (PSNR >= 35 dB)
 
@@ -21,46 +98,123 @@ class PreprocessOptions:
         return asdict(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(_Validated):
+    """The network and its ablation switches; defaults are the paper's (section 3)."""
+
+    arch: Arch = "alexnet"  # alexnet (224x224 input) or cifar (the 4-layer CIFAR-10 net of Figure 1, 24x24)
+    lrn: bool = True  # local response normalisation after conv1 and conv2 (3.3)
+    lrn_alpha: AlphaReading = "code"  # code: k + alpha/n * sum (cuda-convnet, Caffe, torch); paper: k + alpha * sum
+    pooling: Pooling = "overlapping"  # overlapping: 3x3 stride 2 (3.4); plain: 2x2 stride 2
+    activation: Activation = "relu"  # relu (3.1) or tanh
+    columns: int = setting(2, min=1, max=2)  # 2: the two-GPU net (3.2); 1: one column with half the kernels
+    width: float = setting(1.0, above=0.0)  # multiplies every layer's kernel and unit count (1.0: the paper's)
+    dropout: float = setting(paper.DROPOUT, min=0.0, below=1.0)  # on the outputs of fc6 and fc7 (4.2)
+
+    @property
+    def input_size(self) -> int:
+        return paper.CROP_SIZE if self.arch == "alexnet" else 24
+
+    @property
+    def image_size(self) -> int:
+        """The preprocessed image size this net's crops are cut from."""
+        return paper.IMAGE_SIZE if self.arch == "alexnet" else 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_Validated):
+    """What a training run learns with (section 5). A resumed run must ask for the same, epochs aside."""
+
+    epochs: int = setting(paper.EPOCHS, min=1)  # "roughly 90 cycles through the training set"
+    batch_size: int = setting(paper.BATCH_SIZE, min=1)  # global: split across DDP ranks
+    lr: float = setting(paper.LR, above=0.0)
+    momentum: float = setting(paper.MOMENTUM, min=0.0, below=1.0)
+    weight_decay: float = setting(paper.WEIGHT_DECAY, min=0.0)
+    update_rule: UpdateRule = "paper"  # paper: v <- 0.9 v - wd lr w - lr g; w <- w + v.  pytorch: torch.optim.SGD
+    decay_biases: bool = False  # the released code decays weights only
+    schedule: str = "plateau"  # plateau[:PATIENCE], step:E1,E2,..., or constant (alexctl.schedule)
+    lighting_std: float = setting(paper.LIGHTING_STD, min=0.0)  # PCA colour augmentation (4.1); 0: off
+    flip: bool = True  # random horizontal reflections (4.1)
+    train_crop: TrainCrop = "random"  # random: a random patch per image per use (4.1); center: no translation
+    subset: int = setting(0, min=0)  # train on a seeded, class-balanced subset of this many images (0: all)
+    seed: int = 0  # the data order, augmentation, dropout and initial weights
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from alexctl.schedule import parse_schedule
+
+        try:
+            parse_schedule(self.schedule, self.lr)
+        except ValueError as e:
+            raise UserError(f"--schedule: {e}") from None
+
+    def changed(self, other: "TrainConfig") -> list[str]:
+        """The settings that differ from `other`, `epochs` aside (a run may be trained further)."""
+        return [f.name for f in fields(self) if f.name != "epochs" and getattr(self, f.name) != getattr(other, f.name)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOptions(_Validated):
+    """Where and how a command runs the network (alexctl.device turns these into a Runtime)."""
+
+    devices: str = "auto"  # auto, cpu, cuda:0, or two devices for the two-column split
+    precision: Precision = "auto"  # bf16 autocast on CUDA, fp32 on the CPU
+    channels_last: Switch = "auto"  # on for CUDA
+    compile: bool = False  # torch.compile the network
+    decode: Decode = "auto"  # JPEG decoding for the disk path: loader workers (cpu) or nvJPEG (gpu)
+    residency: Residency = "auto"  # where a split is held while it is read (alexctl.data.loader)
+    workers: int = setting(-1, min=-1)  # data loader processes (-1: auto)
+    deterministic: bool = False
+    lrn_impl: LrnImpl = "auto"  # alexctl.kernels.lrn
+    conv_form: ConvForm = "auto"  # alexctl.kernels.conv: the grouped convolutions' form
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointOptions(_Validated):
+    keep: int = setting(2, min=0)  # older epoch checkpoints kept besides last.pt and best.pt
+    checkpoint_minutes: float = setting(30.0, min=0.0)  # save last.pt mid-epoch this often (0: epoch ends only)
+    checkpoint_steps: int = setting(0, min=0)  # ...or every this many steps (0: off)
+
+
 def to_dict(obj) -> dict:
     return asdict(obj)
 
 
-def from_dict(cls, data: dict):
-    """Build a dataclass from JSON, ignoring keys it does not know (files from newer versions)."""
+def from_dict(cls, data: dict, *, strict: bool = False, where: str = ""):
+    """Build a settings dataclass from JSON. Keys it does not know are ignored (files written by a
+    newer version), or with `strict` refused (a typo in a --config file)."""
     known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if strict and unknown:
+        raise UserError(f"{where or cls.__name__}: unknown setting {unknown[0]!r} "
+                        f"(known: {', '.join(sorted(known))}).")
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """The network and its ablation switches; defaults are the paper's (section 3)."""
-
-    arch: str = "alexnet"  # "alexnet" (224x224 input) or "cifar" (the paper's 4-layer CIFAR-10 net, 24x24 input)
-    lrn: bool = True  # local response normalisation after conv1 and conv2 (3.3)
-    lrn_alpha: str = "code"  # "code": k + alpha/n * sum (cuda-convnet, Caffe, torch); "paper": k + alpha * sum
-    pooling: str = "overlapping"  # "overlapping": 3x3 stride 2 (3.4); "plain": 2x2 stride 2
-    activation: str = "relu"  # "relu" (3.1) or "tanh"
-    columns: int = 2  # 2: the two-GPU net (3.2); 1: the one-column net with half the kernels
-    width: float = 1.0  # multiplies every layer's kernel and unit count (1.0 is the paper's net)
-    dropout: float = 0.5  # on the outputs of fc6 and fc7 (4.2)
+def defaults(cls) -> dict:
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """What a training run learns with (section 5). A resumed run must ask for the same, epochs aside."""
-
-    epochs: int = 90  # "roughly 90 cycles through the training set"
-    batch_size: int = 128  # global: split across DDP ranks
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    update_rule: str = "paper"  # "paper": v <- 0.9 v - wd lr w - lr g; w <- w + v.  "pytorch": torch.optim.SGD
-    decay_biases: bool = False  # the released code decays weights only
-    schedule: str = "plateau"  # divide by 10 when val error stops improving (at most 3x); or step:E1,E2 / constant
-    lighting_std: float = 0.1  # PCA colour augmentation alpha ~ N(0, 0.1); 0 switches it off
-    flip: bool = True  # random horizontal reflections
-    seed: int = 0
-
-    def resumable_with(self, other: "TrainConfig") -> list[str]:
-        """The settings that differ, ignoring `epochs` (a finished run may be trained further)."""
-        return [f.name for f in fields(self) if f.name != "epochs" and getattr(self, f.name) != getattr(other, f.name)]
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Training settings from a TOML or JSON file: flat keys (`lr = 0.005`, `data = "data/"`), [model] and
+    [train] tables, or a run's config.json (its model, train and data directory)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--config {path} cannot be read: {e.strerror or e}.") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {e}.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} does not hold a table of settings.")
+    if data.get("kind") == "train-config":  # a run's config.json: start another run like it
+        return {**data.get("model", {}), **data.get("train", {}), "data": data.get("data", {}).get("dir")}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # [model] / [train] tables
+            flat.update(value)
+        else:
+            flat[key.replace("-", "_")] = value
+    return flat

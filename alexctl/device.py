@@ -1,9 +1,9 @@
-"""Where and how the network runs: devices, precision, memory layout, compilation,
-JPEG decoding, and the torch.distributed process group under torchrun.
+"""Where and how the network runs: devices, precision, memory layout, kernels, compilation, and
+the torch.distributed process group under torchrun. One place puts a model on the runtime.
 
-Every CUDA choice falls back cleanly on a machine without one: `auto` means the
-fast setting on CUDA and the plain one on the CPU. The defaults on CUDA (bf16,
-channels-last) follow the measurements quoted in docs/benchmarks.md.
+Every CUDA choice falls back cleanly on a machine without one: `auto` means the fast setting
+on CUDA and the plain one on the CPU. On CUDA the defaults are bf16 autocast with TF32 matrix
+products and channels-last memory (docs/paper.md says so; docs/benchmarks.md measures them).
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from alexctl.config import ModelConfig, RuntimeOptions
 from alexctl.errors import UserError
+
+EXAMPLE_BATCH = 128  # the batch the grouped convolutions' forms are timed on (conv_form auto, CUDA)
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,12 @@ class Runtime:
     precision: str  # "fp32" or "bf16"
     channels_last: bool
     compile: bool
-    decode: str  # "cpu" (loader workers) or "gpu" (nvJPEG)
+    decode: str  # "cpu" (loader workers) or "gpu" (nvJPEG), for the disk residency
+    residency: str  # "auto", "disk", "jpeg" or "decoded" (alexctl.data.loader)
     workers: int  # DataLoader worker processes
     deterministic: bool
+    lrn_impl: str = "auto"  # alexctl.kernels.lrn
+    conv_form: str = "auto"  # alexctl.kernels.conv
     rank: int = 0
     world: int = 1
 
@@ -37,36 +44,57 @@ class Runtime:
     def is_cuda(self) -> bool:
         return self.primary.type == "cuda"
 
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What the network's input is cast to by the augmentation (autocast does the rest)."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
     def describe(self) -> dict:
-        return {"devices": [str(d) for d in self.devices], "precision": self.precision,
-                "channels_last": self.channels_last, "compile": self.compile, "decode": self.decode,
-                "workers": self.workers, "deterministic": self.deterministic, "world_size": self.world}
+        described = {"devices": [str(d) for d in self.devices], "precision": self.precision,
+                     "channels_last": self.channels_last, "compile": self.compile, "decode": self.decode,
+                     "residency": self.residency, "workers": self.workers, "deterministic": self.deterministic,
+                     "lrn_impl": self.lrn_impl, "conv_form": self.conv_form, "world_size": self.world}
+        return {**described, **versions(self)}
 
 
-def resolve(devices: str = "auto", *, precision: str = "auto", channels_last: str = "auto", compile: bool = False,
-            decode: str = "auto", workers: int = -1, deterministic: bool = False) -> Runtime:
-    """Turn the command-line choices into a Runtime for this process (and this torchrun rank)."""
+def resolve(options: RuntimeOptions = RuntimeOptions()) -> Runtime:
+    """Turn the runtime settings into a Runtime for this process (and this torchrun rank)."""
     rank, world, local_rank = distributed_env()
-    chosen = _devices(devices, local_rank)
+    chosen = _devices(options.devices, local_rank)
     cuda = chosen[0].type == "cuda"
-    if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise UserError(f"--precision {precision!r} is not one of auto, fp32, bf16.")
-    layout = {"auto": cuda, "on": True, "off": False}.get(channels_last)
-    if layout is None:
-        raise UserError(f"--channels-last {channels_last!r} is not one of auto, on, off.")
-    if decode == "auto":
-        decode = "cpu"
-    if decode not in ("cpu", "gpu"):
-        raise UserError(f"--decode {decode!r} is not one of auto, cpu, gpu.")
+    precision = ("bf16" if cuda else "fp32") if options.precision == "auto" else options.precision
+    layout = {"auto": cuda, "on": True, "off": False}[options.channels_last]
+    decode = "cpu" if options.decode == "auto" else options.decode
     if decode == "gpu" and not cuda:
         raise UserError("--decode gpu needs a CUDA device (see --devices).")
+    workers = options.workers
     if workers < 0:
         # All cores but one per process: decoding a 256x256 JPEG takes ~0.6 ms of a core, so a GPU
-        # training at 20,000 images/s needs a dozen of them (or --decode gpu).
+        # training at 20,000 images/s needs a dozen of them (or a resident split).
         workers = max(1, (os.cpu_count() or 2) // max(world, 1) - 1)
-    return Runtime(tuple(chosen), precision, layout, compile, decode, workers, deterministic, rank, world)
+    return Runtime(tuple(chosen), precision, layout, options.compile, decode, options.residency, workers,
+                   options.deterministic, options.lrn_impl, options.conv_form, rank, world)
+
+
+def versions(runtime: Runtime | None = None) -> dict:
+    """torch, CUDA and the device's name: recorded with every run (config.json) and benchmark."""
+    cuda = runtime is not None and runtime.is_cuda
+    return {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "device_name": torch.cuda.get_device_name(runtime.primary) if cuda else _cpu_name()}
+
+
+def _cpu_name() -> str:
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _devices(spec: str, local_rank: int) -> list[torch.device]:
@@ -78,6 +106,8 @@ def _devices(spec: str, local_rank: int) -> list[torch.device]:
         raise UserError(f"--devices {spec!r} is not a list of device names such as cuda:0,cuda:1 or cpu.") from None
     if not 1 <= len(chosen) <= 2:
         raise UserError(f"--devices {spec!r} names {len(chosen)} devices; give one or two.")
+    if any(d.type not in ("cpu", "cuda") for d in chosen):
+        raise UserError(f"--devices {spec!r}: alexctl runs on cpu and cuda devices.")
     if any(d.type == "cuda" for d in chosen):
         if not torch.cuda.is_available():
             raise UserError(f"--devices {spec!r} asks for CUDA, but torch sees no CUDA device here.")
@@ -93,17 +123,47 @@ def _devices(spec: str, local_rank: int) -> list[torch.device]:
     return chosen
 
 
-def distributed_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+# ---------------------------------------------------------------- the model on the runtime
 
 
-def init_distributed(runtime: Runtime) -> None:
-    if runtime.world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if runtime.is_cuda else "gloo"
-        if runtime.is_cuda:
-            torch.cuda.set_device(runtime.primary)
-        torch.distributed.init_process_group(backend)
+def build_model(config: ModelConfig, num_classes: int, runtime: Runtime, state_dict: dict | None = None):
+    """The network `config` describes, on the runtime's devices, in its memory layout, with its LRN and
+    grouped-convolution implementations; loaded from `state_dict` when given (canonical form)."""
+    from alexctl import model
+
+    devices = [str(d) for d in runtime.devices]
+    net = model.build_model(config, num_classes, devices if len(devices) == 2 else None)
+    if state_dict is not None:
+        net.load_state_dict(state_dict)
+    if len(devices) == 1:
+        net.to(runtime.primary)
+    if runtime.channels_last:
+        net.to(memory_format=torch.channels_last)
+    example = None
+    if runtime.conv_form == "auto" and runtime.is_cuda and len(devices) == 1:
+        # Which form of the grouped convolutions is fastest is measured here, on this device, in this precision.
+        example = torch.randn(EXAMPLE_BATCH, 3, config.input_size, config.input_size, device=runtime.primary)
+        example = example.contiguous(memory_format=runtime.memory_format)
+    with autocast(runtime):
+        chosen = model.set_implementations(net, lrn=runtime.lrn_impl, conv=runtime.conv_form, example=example)
+    net.implementations = chosen  # what was chosen, for logs and benchmarks
+    return net
+
+
+def forward_of(net: torch.nn.Module, runtime: Runtime, *, distributed: bool = False):
+    """What to call for a forward pass: the net, wrapped for DDP (training under torchrun) and compiled."""
+    model = net
+    if distributed and runtime.world > 1:
+        ids = [runtime.primary] if len(runtime.devices) == 1 and runtime.is_cuda else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return torch.compile(model) if runtime.compile else model
+
+
+def reading(runtime: Runtime, *, residency: str | None = None) -> dict:
+    """How a split is read on this runtime: alexctl.data.loader.open_source's keyword arguments. A command
+    that reads a few images of a large split (report, bench windows) asks for the disk residency."""
+    return {"device": runtime.primary, "residency": residency or runtime.residency, "workers": runtime.workers,
+            "decode": runtime.decode}
 
 
 def configure(runtime: Runtime) -> None:
@@ -128,3 +188,41 @@ def synchronize(runtime: Runtime) -> None:
     if runtime.is_cuda:
         for d in runtime.devices:
             torch.cuda.synchronize(d)
+
+
+# ---------------------------------------------------------------- torch.distributed
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_distributed(runtime: Runtime) -> None:
+    if runtime.world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if runtime.is_cuda else "gloo"
+        if runtime.is_cuda:
+            torch.cuda.set_device(runtime.primary)
+        torch.distributed.init_process_group(backend)
+
+
+def all_reduce(values: list[float], runtime: Runtime, op: str = "sum") -> list[float]:
+    """The element-wise sum (or max) of `values` over the ranks; the values themselves with one process."""
+    if runtime.world == 1:
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=runtime.primary)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM)
+    return t.tolist()
+
+
+def all_reduce_array(values: np.ndarray, runtime: Runtime) -> np.ndarray:
+    if runtime.world == 1:
+        return values
+    t = torch.from_numpy(values).to(runtime.primary)
+    torch.distributed.all_reduce(t)
+    return t.cpu().numpy()
+
+
+def any_rank(flag: bool, runtime: Runtime) -> bool:
+    """True on every rank if it is true on any: the ranks agree (to save, to stop) at the same step."""
+    return bool(all_reduce([float(flag)], runtime, op="max")[0])

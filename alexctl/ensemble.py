@@ -1,11 +1,14 @@
 """`alexctl ensemble`: average the softmax predictions of several networks (section 6: five CNNs
 took ILSVRC-2012 top-5 error from 18.2% to 16.4%, seven to 15.4%).
 
-Members are run directories (or earlier ensembles). Each member's predictions for the split
-and crops asked for are read from its eval/ folder; a training run without them is
-evaluated first, with the same options. Every member must have predicted the same
-samples in the same order with the same class list. The ensemble writes its own
-eval/ files and a run.json, so it can be read, reported and ensembled like a run.
+Members are run directories or earlier ensembles. An ensemble given as a member stands for its own
+members: the average is always over the leaf runs, each weighing the same (an ensemble of an
+ensemble of A and B with C is (A + B + C) / 3, not ((A + B) / 2 + C) / 2), and a run reached twice
+is refused. Each run's predictions for the split and crops asked for are read from its eval/
+folder; a run without them is evaluated first, with the same options. Every member must have
+predicted the same samples in the same order with the same class list. The ensemble writes its own
+eval/ files and a run.json, so it can be read, reported and ensembled like a run; asked again for
+the same members and predictions, it does nothing unless forced.
 """
 
 from __future__ import annotations
@@ -21,67 +24,92 @@ from alexctl.console import ProgressFactory, log, no_progress
 from alexctl.errors import UserError
 from alexctl.evaluate import evaluate, write_metrics
 from alexctl.metrics import topk_errors
+from alexctl.rundir import Evaluation
 
 
-def ensemble(members: list[Path], out_dir: Path, *, split: str = "val", crops: int = 10, checkpoint: str = "best",
-             runtime: device_ops.Runtime | None = None, batch_size: int = 64,
-             progress: ProgressFactory = no_progress) -> dict:
+def ensemble(members: list[Path], out_dir: Path, *, data_dir: Path | None = None, split: str = "val",
+             crops: int = 10, checkpoint_name: str = "best", runtime: device_ops.Runtime | None = None,
+             batch_size: int = 64, force: bool = False, progress: ProgressFactory = no_progress) -> dict:
     started = time.monotonic()
-    members = [Path(m) for m in members]
     out = rundir.RunDir(Path(out_dir))
-    if len(members) < 2:
-        raise UserError("an ensemble needs at least two members (the paper averages 5 and 7).")
-    if any(m.resolve() == out.root.resolve() for m in members):
-        raise UserError(f"--out {out.root} is also a member; write the ensemble elsewhere.")
-    if len({m.resolve() for m in members}) != len(members):
-        raise UserError("a run directory is listed twice among the members.")
-    tag = "" if checkpoint == "best" else ("last" if checkpoint == "last" else None)
-    if tag is None:
-        raise UserError(f"--checkpoint {checkpoint!r}: an ensemble takes best or last from each member.")
-    with rundir.DirectoryLock(out.lock, "ensemble"):
-        predictions = [_member_predictions(m, split, crops, checkpoint, tag, runtime, batch_size, progress)
-                       for m in members]
-        first = predictions[0]
-        for member, p in zip(members[1:], predictions[1:]):
-            _check_same_samples(members[0], first, member, p)
-        total = np.zeros(first["probs"].shape, np.float64)
-        for p in predictions:
-            total += p["probs"]
-        probs = (total / len(predictions)).astype(np.float32)
-        member_errors = [topk_errors(p["probs"], p["labels"]) for p in predictions]
-        path = out.predictions(split, crops, tag)
-        rundir.save_npz(path, keys=first["keys"], labels=first["labels"], probs=probs, classes=first["classes"],
-                        names=first["names"])
-        extra = {
-            "members": len(members),
-            "member_dirs": [str(m.resolve()) for m in members],
-            "member_top1_errors": [e[1] for e in member_errors],
-            "member_top5_errors": [e[5] for e in member_errors],
-            "predictions": str(path),
-        }
-        summary = write_metrics(out, split, crops, tag, first["classes"].tolist(), first["names"].tolist(),
-                                first["labels"], probs, extra)
-        summary["seconds"] = round(time.monotonic() - started, 3)
-        rundir.write_json(out.manifest, {
-            "kind": "ensemble", "alexctl_version": __version__, "created": rundir._now(), "split": split,
-            "crops": crops, "checkpoint": checkpoint, "top1_error": summary["top1_error"],
-            "top5_error": summary["top5_error"], **{k: extra[k] for k in ("members", "member_dirs")},
-        })
-        return summary
+    if checkpoint_name not in ("best", "last"):
+        raise UserError(f"--checkpoint {checkpoint_name!r}: an ensemble takes best or last from each member.")
+    runs = leaf_runs([Path(m) for m in members], out.root)
+    tag = "" if checkpoint_name == "best" else "last"
+    evaluations = [member_evaluation(run, split, crops, tag, data_dir) for run in runs]
+    data_tag = rundir.data_name(data_dir, _identity(data_dir, split)) if data_dir is not None else ""
+    ev = Evaluation(split, crops, tag, data_tag)
+    rundir.check_writable(out.eval_dir, "--out")
+    with rundir.DirectoryLock(out.eval_lock, "ensemble"), rundir.failures_recorded(out.eval_failed, "ensemble"):
+        for run, member_ev in zip(runs, evaluations):
+            if not run.predictions(member_ev).exists():
+                log(f"{run.root}: no {run.predictions(member_ev).name} yet, evaluating it "
+                    f"({crops} crops, {checkpoint_name} checkpoint)")
+                evaluate(run.root, data_dir=data_dir, split=split, crops=crops, checkpoint_name=checkpoint_name,
+                         runtime=runtime or device_ops.resolve(), batch_size=batch_size, progress=progress)
+        paths = [run.predictions(e) for run, e in zip(runs, evaluations)]
+        identity = {"member_dirs": [str(r.root.resolve()) for r in runs],
+                    "member_predictions_sha256": [rundir.file_sha256(p) for p in paths]}
+        done = _finished(out, ev, identity)
+        if done is not None and not force:
+            return {**done, "already_done": True, "seconds": round(time.monotonic() - started, 3)}
+        rundir.clear_failure(out.eval_failed)
+        predictions = [_read_predictions(run.root, p) for run, p in zip(runs, paths)]
+        for run, p in zip(runs[1:], predictions[1:]):
+            _check_same_samples(runs[0].root, predictions[0], run.root, p)
+        summary = _write(out, ev, predictions, identity)
+    return {**summary, "already_done": False, "seconds": round(time.monotonic() - started, 3)}
 
 
-def _member_predictions(member: Path, split, crops, checkpoint, tag, runtime, batch_size, progress) -> dict:
-    run = rundir.RunDir(member)
-    path = run.predictions(split, crops, tag)
-    if not path.exists():
-        kind = rundir.read_json(run.manifest, "run manifest").get("kind") if run.manifest.exists() else None
-        if kind == "ensemble" or not (run.best_checkpoint.exists() or run.last_checkpoint.exists()):
-            raise UserError(f"member {member} has no predictions {path.name} and no checkpoint to make them from.")
-        if runtime is None:
-            runtime = device_ops.resolve()
-        log(f"{member}: no {path.name} yet, evaluating it ({crops} crops, {checkpoint} checkpoint)")
-        evaluate(member, split=split, crops=crops, checkpoint=checkpoint, runtime=runtime, batch_size=batch_size,
-                 progress=progress)
+def leaf_runs(members: list[Path], out: Path) -> list[rundir.RunDir]:
+    """The training runs the members stand for: a run itself, an ensemble its own (leaf) members."""
+    leaves: list[rundir.RunDir] = []
+
+    def add(path: Path, via: str) -> None:
+        run = rundir.RunDir(path)
+        if not path.is_dir():
+            raise UserError(f"member {path}{via} does not exist.")
+        if path.resolve() == out.resolve():
+            raise UserError(f"--out {out} is also a member{via}; write the ensemble elsewhere.")
+        manifest = rundir.read_json(run.manifest, "run manifest") if run.manifest.exists() else {}
+        if manifest.get("kind") == "ensemble":
+            for leaf in manifest.get("member_dirs", []):
+                add(Path(leaf), f" (through the ensemble {path})")
+            return
+        if any(path.resolve() == r.root.resolve() for r in leaves):
+            raise UserError(f"{path}{via} is among the members twice: every model would not weigh the same.")
+        leaves.append(run)
+
+    for member in members:
+        add(member, "")
+    if len(leaves) < 2:
+        raise UserError("an ensemble needs at least two models (the paper averages 5 and 7).")
+    return leaves
+
+
+def member_evaluation(run: rundir.RunDir, split: str, crops: int, tag: str, data_dir: Path | None) -> Evaluation:
+    """The eval/ file a run's predictions for this ensemble are in (its own data, or data_dir's split)."""
+    if data_dir is None:
+        return Evaluation(split, crops, tag)
+    own = rundir.read_json(run.config, "run configuration").get("data", {}).get("dir") if run.config.exists() else None
+    if own is not None and Path(own).resolve() == Path(data_dir).resolve():
+        return Evaluation(split, crops, tag)
+    return Evaluation(split, crops, tag, rundir.data_name(data_dir, _identity(data_dir, split)))
+
+
+def _identity(data_dir: Path, split: str) -> str:
+    manifest = rundir.DataDir(Path(data_dir)).split(split).manifest
+    return rundir.read_json(manifest, f"the {split} split's manifest").get("identity", "")
+
+
+def _finished(out: rundir.RunDir, ev: Evaluation, identity: dict) -> dict | None:
+    if not (out.manifest.exists() and out.eval_metrics(ev).exists()):
+        return None
+    saved = rundir.read_json(out.eval_metrics(ev), "ensemble metrics")
+    return saved if all(saved.get(k) == v for k, v in identity.items()) else None
+
+
+def _read_predictions(member: Path, path: Path) -> dict:
     z = rundir.load_npz(path, "predictions")
     missing = {"keys", "labels", "probs", "classes"} - set(z)
     if missing:
@@ -99,3 +127,25 @@ def _check_same_samples(first: Path, a: dict, member: Path, b: dict) -> None:
                         f"({len(b['keys'])} vs {len(a['keys'])}, or another order): evaluate both on the same split.")
     if not np.array_equal(a["labels"], b["labels"]):
         raise UserError(f"member {member} has other labels for the same samples than {first}.")
+
+
+def _write(out: rundir.RunDir, ev: Evaluation, predictions: list[dict], identity: dict) -> dict:
+    """The averaged predictions, the metrics, then run.json (last: it marks the ensemble complete)."""
+    first = predictions[0]
+    total = np.zeros(first["probs"].shape, np.float64)
+    for p in predictions:
+        total += p["probs"]
+    probs = (total / len(predictions)).astype(np.float32)
+    member_errors = [topk_errors(p["probs"], p["labels"]) for p in predictions]
+    path = out.predictions(ev)
+    rundir.save_npz(path, keys=first["keys"], labels=first["labels"], probs=probs, classes=first["classes"],
+                    names=first["names"])
+    extra = {"members": len(predictions), **identity, "member_top1_errors": [e[1] for e in member_errors],
+             "member_top5_errors": [e[5] for e in member_errors], "predictions": str(path)}
+    summary = write_metrics(out, ev, first["classes"].tolist(), first["names"].tolist(), first["labels"], probs, extra)
+    rundir.write_json(out.manifest, {
+        "kind": "ensemble", "alexctl_version": __version__, "created": rundir.now(), "split": ev.split,
+        "crops": ev.crops, "evaluation": ev.stem, "top1_error": summary["top1_error"],
+        "top5_error": summary["top5_error"], "members": len(predictions), "member_dirs": identity["member_dirs"],
+    })
+    return summary

@@ -14,6 +14,11 @@ class UserError(Exception):
 
 
 class WorkFailed(Exception):
-    """The input was acceptable but the work did not succeed (for example `--strict` with skipped files)."""
+    """The input was acceptable but the work did not succeed (for example `--strict` with skipped files).
+    `summary`: what the command did before it failed, printed with --json beside the error."""
 
     exit_code = 1
+
+    def __init__(self, message: str, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}

@@ -7,13 +7,12 @@ Every constant cites the paper's section; comments say why where the paper is si
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from alexctl.config import ModelConfig
-
-# Section 3.3: the response-normalisation constants, chosen on a validation set: k=2, n=5, alpha=1e-4, beta=0.75.
-LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+from alexctl.kernels.conv import ColumnConv2d, choose_forms, set_forms
+from alexctl.kernels.lrn import local_response_norm
+from alexctl.paper import CROP_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 # Section 5: every weight from a zero-mean Gaussian with standard deviation 0.01; the biases 1 in these
 # layers (the ReLUs start with positive input, which speeds up early learning) and 0 in the others.
 INIT_STD = 0.01
@@ -36,7 +35,7 @@ OWN_COLUMN_ONLY = (False, True, False, True, True)
 # floor((228 - 11) / 4) + 1 = 55 and let every later map match the paper (27, 13, 6). We keep 224 rather
 # than the other fix, a 227 input without padding, because 224 is the crop size of section 4.1 (random
 # training patches and the ten test patches) that the data pipeline uses everywhere.
-INPUT_SIZE = 224
+INPUT_SIZE = CROP_SIZE  # 224
 POOL5_SIZE = 6  # 55 -> 27 -> 13 -> 6 after the three max-pools, overlapping or plain
 
 # The CIFAR-10 net of Figure 1 and section 3.3 (cuda-convnet's layout for 24x24 crops of 32x32 images).
@@ -44,53 +43,27 @@ CIFAR_KERNELS = (64, 64, 128)
 CIFAR_INPUT_SIZE = 24
 CIFAR_POOL3_SIZE = 3  # 24 -> 12 -> 6 -> 3: cuda-convnet's pooling rounds up (ceil mode), so 3/2 and 2/2 agree
 
-ALPHA_READINGS = ("code", "paper")
 
-
-def local_response_norm(
-    x: torch.Tensor,
-    *,
-    size: int = LRN_SIZE,
-    alpha: float = LRN_ALPHA,
-    beta: float = LRN_BETA,
-    k: float = LRN_K,
-    groups: int = 1,
-    alpha_reading: str = "code",
-) -> torch.Tensor:
-    """Section 3.3 across channels: b_i = a_i / (k + s * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta.
+class LocalResponseNorm(nn.Module):
+    """Section 3.3 across channels, with the paper's constants (alexctl.kernels.lrn):
+    b_i = a_i / (k + s * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta, k=2, n=5, alpha=1e-4, beta=0.75.
 
     alpha_reading "code" (default): s = alpha / n, what the authors' released cuda-convnet code, Caffe and
     torch.nn.LocalResponseNorm compute; "paper": s = alpha, the formula as printed.
     groups: the channels form `groups` contiguous blocks and the sum never crosses a block boundary. With
     two columns we use groups=2: each GPU of the paper normalised only the maps it held, so the one-device
     net must not let column 0's last maps see column 1's first ones.
-    The sum is taken in float32 even for bfloat16/float16 input: k + alpha/n * sum is about 2.0 plus a
-    small term, and bfloat16 (8 bits of mantissa) would round the small term away.
-    """
-    if alpha_reading not in ALPHA_READINGS:
-        raise ValueError(f"alpha_reading must be 'code' or 'paper', not {alpha_reading!r}.")
-    if x.shape[1] % groups:
-        raise ValueError(f"{x.shape[1]} channels cannot be split into {groups} groups.")
-    # F.local_response_norm computes alpha * mean over the zero-padded window, i.e. alpha/n * sum.
-    scale = alpha if alpha_reading == "code" else alpha * size
-    shape = x.shape
-    # (N, C, ...) -> (N*G, C/G, ...): each block becomes its own sample, so the window cannot cross it.
-    # reshape, not view: a channels_last tensor cannot be viewed this way and is copied.
-    wide = x.to(torch.promote_types(x.dtype, torch.float32))  # bfloat16/float16 -> float32, float64 stays
-    blocks = wide.reshape(shape[0] * groups, shape[1] // groups, *shape[2:])
-    y = F.local_response_norm(blocks, size, alpha=scale, beta=beta, k=k)
-    return y.reshape(shape).to(x.dtype)
-
-
-class LocalResponseNorm(nn.Module):
-    """local_response_norm with the paper's constants, as a layer."""
+    The sum is taken in float32 even for bfloat16 input: k + alpha/n * sum is about 2.0 plus a small term,
+    and bfloat16 (8 bits of mantissa) would round the small term away. `impl` says how it is computed,
+    never what (set_implementations)."""
 
     def __init__(self, groups: int = 1, alpha_reading: str = "code") -> None:
         super().__init__()
         self.groups, self.alpha_reading = groups, alpha_reading
+        self.impl = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, groups=self.groups, alpha_reading=self.alpha_reading)
+        return local_response_norm(x, groups=self.groups, alpha_reading=self.alpha_reading, impl=self.impl)
 
     def extra_repr(self) -> str:
         constants = f"size={LRN_SIZE}, alpha={LRN_ALPHA}, beta={LRN_BETA}, k={LRN_K}"
@@ -104,6 +77,23 @@ def build_model(config: ModelConfig, num_classes: int, devices: list[str] | None
     if config.arch == "cifar":
         return CifarNet(num_classes, devices, config)
     raise ValueError(f"arch must be 'alexnet' or 'cifar', not {config.arch!r}.")
+
+
+def set_implementations(net: nn.Module, *, lrn: str = "auto", conv: str = "auto",
+                        example: torch.Tensor | None = None) -> dict:
+    """How the layers compute, never what: the LRN implementation of every LocalResponseNorm (alexctl.kernels.lrn)
+    and the form of every grouped convolution (alexctl.kernels.conv). conv "auto": measured on `example` (a batch
+    on a CUDA device) and the fastest form kept per layer; "groups" without an example. Returns the choices."""
+    for module in net.modules():
+        if isinstance(module, LocalResponseNorm):
+            module.impl = lrn
+    if conv != "auto":
+        set_forms(net, conv)
+        return {"lrn": lrn, "conv": conv}
+    if example is None:
+        set_forms(net, "groups")
+        return {"lrn": lrn, "conv": "groups"}
+    return {"lrn": lrn, "conv": {name: r["form"] for name, r in choose_forms(net, example).items()}}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -167,7 +157,7 @@ class AlexNet(nn.Module):
         """(N, 3, 224, 224) -> (N, num_classes) logits, on devices[0]."""
         return self.fc8(self._fc7(x, dropout=True))
 
-    def fc7_features(self, x: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4096) fc7 activations without dropout: the code Figure 4 compares by Euclidean distance."""
         return self._fc7(x, dropout=False)
 
@@ -211,7 +201,8 @@ def _add_column_layers(module: nn.Module, kernels: list[int], units: int, column
     for i, (out_maps, (size, stride, pad), own_only) in enumerate(zip(kernels, CONV_GEOMETRY, OWN_COLUMN_ONLY), 1):
         seen = in_maps // columns * owned if own_only else in_maps
         groups = owned if own_only else 1
-        module.add_module(f"conv{i}", nn.Conv2d(seen, out_maps // columns * owned, size, stride, pad, groups=groups))
+        conv = ColumnConv2d if groups == 2 else nn.Conv2d  # the grouped ones: a form chosen by measurement
+        module.add_module(f"conv{i}", conv(seen, out_maps // columns * owned, size, stride, pad, groups=groups))
         in_maps = out_maps
     module.fc6 = nn.Linear(in_maps * POOL5_SIZE * POOL5_SIZE, units // columns * owned)  # sees all of pool5
     module.fc7 = nn.Linear(units, units // columns * owned)  # sees both columns' fc6
@@ -275,31 +266,20 @@ class CifarNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 24, 24) -> (N, num_classes) logits."""
-        return self.fc(self.dropout(self.fc7_features(x)))
+        return self.fc(self.dropout(self.last_hidden(x)))
 
-    def fc7_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 128 * 3 * 3) input of the last layer, without dropout (AlexNet.fc7_features's counterpart)."""
+    def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 128 * 3 * 3) pool3's maps, flattened: the input of the one fully connected layer (this net has no
+        fc7; AlexNet.last_hidden's counterpart for Figure 4)."""
         x = self.lrn(self.pool(self.act(self.conv1(x))))  # (N, 64, 12, 12)
         x = self.pool(self.lrn(self.act(self.conv2(x))))  # (N, 64, 6, 6)
         return torch.flatten(self.pool(self.act(self.conv3(x))), 1)  # (N, 128, 3, 3) -> (N, 1152)
 
 
 def _check(config: ModelConfig, devices: list[str] | None, arch: str) -> None:
-    """Raise ValueError, one sentence naming the value, for a switch this module does not know."""
+    """Raise ValueError for a layout this net cannot take (the settings themselves are checked by ModelConfig)."""
     if config.arch != arch:
         raise ValueError(f"config.arch is {config.arch!r}, but this builds {arch!r}; use build_model(config, ...).")
-    if config.lrn_alpha not in ALPHA_READINGS:
-        raise ValueError(f"lrn_alpha must be 'code' or 'paper', not {config.lrn_alpha!r}.")
-    if config.pooling not in ("overlapping", "plain"):
-        raise ValueError(f"pooling must be 'overlapping' or 'plain', not {config.pooling!r}.")
-    if config.activation not in ("relu", "tanh"):
-        raise ValueError(f"activation must be 'relu' or 'tanh', not {config.activation!r}.")
-    if config.columns not in (1, 2):
-        raise ValueError(f"columns must be 1 or 2, not {config.columns!r}.")
-    if not config.width > 0:
-        raise ValueError(f"width must be positive, not {config.width!r}.")
-    if not 0 <= config.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), not {config.dropout!r}.")
     if devices is not None and len(devices) not in (1, 2):
         raise ValueError(f"devices must name one or two devices, not {len(devices)}.")
     if devices is not None and len(devices) == 2 and (arch != "alexnet" or config.columns != 2):

@@ -1,12 +1,19 @@
-"""Softmax predictions of a network on a preprocessed split, with the paper's test-time crops.
+"""Inference, in one place: what a network computes for a set of 256x256 images, with the paper's
+test-time crops (section 4.1: the four corners and the center, plus their reflections).
 
-One home for inference, used by training's validation (the center crop, every epoch) and by
-`alexctl eval` (ten crops: the four corners and the center, plus their reflections, with the
-softmax outputs averaged; section 4.1). Each 256x256 image is decoded once and its crops are
-cut on the device.
+    source (uint8 batches on the device) -> crops - mean -> compute(patches) -> averaged over crops
+
+`compute` says what to compute: `probabilities(forward, runtime)` (the softmax, averaged over the
+crops as the paper does; training's validation, `eval`, `predict`, `ensemble`, bench) or
+`last_hidden(net, runtime)` (the representation Figure 4 compares: fc7 for AlexNet; `report`).
+A source is anything with `batches(list of index arrays)` yielding (uint8 (n, 3, S, S) on the
+device, labels, indices): a preprocessed split (alexctl.data.loader.open_source) or image files
+(alexctl.data.images).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,42 +21,73 @@ import torch
 from alexctl import device as device_ops
 from alexctl.console import SILENT, Progress
 from alexctl.data import augment
-from alexctl.data.loader import Split, batch_loader, to_device
+
+Compute = Callable[[torch.Tensor], torch.Tensor]  # (n * crops, 3, c, c) patches -> (n * crops, d)
 
 
-def predict(model: torch.nn.Module, split: Split, mean_image: torch.Tensor, *, crops: int, crop: int,
-            runtime: device_ops.Runtime, batch_size: int, indices: np.ndarray | None = None,
-            progress: Progress = SILENT) -> np.ndarray:
-    """(len(indices), classes) float32: the softmax averaged over `crops` (1: center, 10: the paper's ten).
-
-    `model` is called in eval mode (dropout off: the paper's "multiply the outputs by 0.5"
-    is what inverted dropout already did at training time).
-    """
+def infer(compute: Compute, source, indices: np.ndarray, mean_image: torch.Tensor, *, crops: int, crop: int,
+          runtime: device_ops.Runtime, batch_size: int, progress: Progress = SILENT,
+          check: Callable[[], None] = lambda: None) -> np.ndarray:
+    """(len(indices), d) float32: `compute` of each image's patches, averaged over its `crops` (1: the center
+    crop; 10: the paper's ten), in the order of `indices`. `check()` runs after every batch (it may raise
+    to stop, e.g. StopSignals.check)."""
     if crops not in (1, 10):
         raise ValueError(f"crops must be 1 or 10, not {crops}")
-    indices = np.arange(len(split)) if indices is None else indices
+    indices = np.asarray(indices, dtype=np.int64)
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        with torch.no_grad():
-            for images, _, _ in batch_loader(split, batches, workers=runtime.workers, decode=runtime.decode,
-                                             pin_memory=runtime.is_cuda):
-                x = to_device(images, runtime.primary)
-                n = x.shape[0]
-                if crops == 1:
-                    patches = augment.center_crop(x, mean_image, crop=crop, memory_format=memory_format)
-                else:
-                    patches = augment.ten_crop(x, mean_image, crop=crop, memory_format=memory_format).flatten(0, 1)
-                with device_ops.autocast(runtime):
-                    logits = model(patches)
-                probs = torch.softmax(logits.float(), dim=1).view(n, crops, -1).mean(1)
-                out.append(probs.cpu().numpy())
-                progress.advance(n)
-    finally:
-        model.train(was_training)
+    with torch.no_grad():
+        for images, _, _ in source.batches(batches):
+            out.append(infer_batch(compute, images, mean_image, crops=crops, crop=crop, runtime=runtime).cpu().numpy())
+            progress.advance(images.shape[0])
+            check()
     if not out:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+def infer_batch(compute: Compute, images: torch.Tensor, mean_image: torch.Tensor, *, crops: int, crop: int,
+                runtime: device_ops.Runtime) -> torch.Tensor:
+    """(n, d) float32 on the device for one uint8 (n, 3, S, S) batch: `compute` averaged over the crops."""
+    n = images.shape[0]
+    if crops == 1:
+        patches = augment.center_crop(images, mean_image, crop=crop, memory_format=runtime.memory_format)
+    else:
+        patches = augment.ten_crop(images, mean_image, crop=crop, memory_format=runtime.memory_format).flatten(0, 1)
+    return compute(patches).float().view(n, crops, -1).mean(1)
+
+
+def probabilities(forward: Callable, runtime: device_ops.Runtime) -> Compute:
+    """The softmax of the network's logits. `forward` (the net, or its compiled form) runs in eval mode:
+    the paper's "multiply the outputs by 0.5" is what inverted dropout already did at training time."""
+    def compute(patches: torch.Tensor) -> torch.Tensor:
+        with device_ops.autocast(runtime):
+            logits = forward(patches)
+        return torch.softmax(logits.float(), dim=1)
+
+    return compute
+
+
+def last_hidden(net: torch.nn.Module, runtime: device_ops.Runtime) -> Compute:
+    """The last hidden layer's activations without dropout: fc7 (4096-d) for AlexNet, the paper's Figure 4."""
+    def compute(patches: torch.Tensor) -> torch.Tensor:
+        with device_ops.autocast(runtime):
+            return net.last_hidden(patches)
+
+    return compute
+
+
+def predict(forward: Callable, source, indices: np.ndarray, mean_image: torch.Tensor, *, crops: int,
+            runtime: device_ops.Runtime, batch_size: int, progress: Progress = SILENT, crop: int | None = None,
+            check: Callable[[], None] = lambda: None) -> np.ndarray:
+    """(len(indices), classes) float32: the softmax averaged over `crops`. `forward` is the network (or its
+    compiled or wrapped form; `crop` is then needed) and is put in eval mode for the call."""
+    net = getattr(forward, "_orig_mod", forward)  # torch.compile's wrapper keeps the module here
+    crop = crop or net.input_size
+    was_training = net.training
+    net.eval()
+    try:
+        return infer(probabilities(forward, runtime), source, indices, mean_image, crops=crops, crop=crop,
+                     runtime=runtime, batch_size=batch_size, progress=progress, check=check)
+    finally:
+        net.train(was_training)

@@ -27,16 +27,18 @@ from torchvision.utils import save_image
 
 from alexctl import __version__, rundir
 from alexctl import device as device_ops
-from alexctl.checkpoint import load_weights, model_from_checkpoint
-from alexctl.data import augment
-from alexctl.data.loader import Split, batch_loader, load_split, to_device
 from alexctl import figures as draw
+from alexctl.checkpoint import load_weights, model_from_checkpoint
+from alexctl.data.loader import Split, load_split, open_source
+from alexctl.config import RuntimeOptions
 from alexctl.errors import UserError
-from alexctl.predict import predict
+from alexctl.predict import infer, last_hidden, predict
+from alexctl.rundir import Evaluation
 
 NEIGHBOURS_SHOWN = 6  # Figure 4 (right): six training images per test image
 FIGURES = ("curves.png", "top5.png", "neighbours.png")  # and conv1-<run>.png
 BATCH = 64
+CHUNK = 4096  # images whose features are held at once while searching for neighbours
 
 
 @dataclass
@@ -49,21 +51,23 @@ class Run:
     config: dict = field(default_factory=dict)  # config.json (train) or run.json (ensemble)
     evals: dict[int, dict] = field(default_factory=dict)  # crops -> eval/<split>-<crops>crop.json
     name: str = ""  # unique among the report's runs, safe in a file name
+    label: str = ""  # how the page names it: LABEL of a LABEL=DIR argument, else the name
 
     @property
     def dir(self) -> rundir.RunDir:
         return rundir.RunDir(self.path)
 
 
-def report(run_dirs: list[Path], out_dir: Path, *, data_dir: Path | None = None, split: str = "val",
-           images: int = 8, neighbours: int = 4, max_train: int = 2000,
-           runtime: device_ops.Runtime | None = None) -> dict:
-    """Write the figures, then OUT/report.md; returns the `--json` summary."""
+def report(run_dirs: list[Path | str], out_dir: Path, *, data_dir: Path | None = None, split: str = "val",
+           images: int = 8, neighbours: int = 4, max_train: int = 2000, title: str = "AlexNet runs",
+           reach: float | None = None, runtime: device_ops.Runtime | None = None) -> dict:
+    """Write the figures, then OUT/report.md; returns the `--json` summary. A run may be given as LABEL=DIR
+    to name it on the page; `reach` adds the column "first epoch with training error <= reach" (Figure 1)."""
     started = time.monotonic()
     runs, out = load_runs(run_dirs, split), Path(out_dir)
     if any(out.resolve() == run.path.resolve() for run in runs):
         raise UserError(f"--out {out} is one of the run directories; write the report elsewhere.")
-    runtime = runtime or device_ops.resolve("cpu", workers=0)
+    runtime = runtime or device_ops.resolve(RuntimeOptions(devices="cpu", workers=0))
     weighted = [r for r in runs if r.kind == "train" and r.dir.best_checkpoint.exists()]
     checkpoints = {r.name: load_weights(r.dir.best_checkpoint) for r in weighted}
     first = (weighted[0], checkpoints[weighted[0].name]) if weighted else None
@@ -115,15 +119,18 @@ def report(run_dirs: list[Path], out_dir: Path, *, data_dir: Path | None = None,
             if (path.name in FIGURES or path.name.startswith("conv1-")) and path.name not in dict(figures):
                 path.unlink()
         page = out / "report.md"
-        rundir.atomic_write_bytes(page, render_markdown(runs, figures, notes, data_info, split).encode())
+        rundir.atomic_write_bytes(page, render_markdown(runs, figures, notes, data_info, split, title=title,
+                                                        reach=reach).encode())
     return {"out": str(out), "report": str(page), "figures": [str(out / name) for name, _ in figures],
             "runs": len(runs), "seconds": round(time.monotonic() - started, 3)}
 
 
-def load_runs(paths: Iterable[Path], split: str) -> list[Run]:
-    """Each path as a Run, or a UserError naming the one that is neither kind."""
+def load_runs(paths: Iterable[Path | str], split: str) -> list[Run]:
+    """Each path (or LABEL=PATH) as a Run, or a UserError naming the one that is neither kind."""
     runs: list[Run] = []
-    for path in map(Path, paths):
+    for given in paths:
+        label, _, path = str(given).rpartition("=") if "=" in str(given) else ("", "", str(given))
+        path = Path(path)
         d = rundir.RunDir(path)
         if not path.is_dir():
             raise UserError(f"run directory {path} does not exist.")
@@ -138,11 +145,12 @@ def load_runs(paths: Iterable[Path], split: str) -> list[Run]:
         else:
             raise UserError(f"{path} is neither a training run (no config.json, metrics.jsonl or checkpoints/) "
                             "nor an ensemble (no run.json of kind ensemble).")
-        run.evals = {c: rundir.read_json(d.eval_metrics(split, c), "eval metrics")
-                     for c in (1, 10) if d.eval_metrics(split, c).exists()}
+        run.evals = {c: rundir.read_json(d.eval_metrics(Evaluation(split, c)), "eval metrics")
+                     for c in (1, 10) if d.eval_metrics(Evaluation(split, c)).exists()}
         base = run.name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.resolve().name) or "run"
         while run.name in {r.name for r in runs}:  # a second .../seed0 becomes seed0-2
             run.name = f"{base}-{int(run.name[len(base) + 1:] or 1) + 1}"
+        run.label = label or run.name
         runs.append(run)
     return runs
 
@@ -176,7 +184,7 @@ def _conv1_figure(run: Run, ckpt: dict, out: Path) -> tuple[str, str]:
 
 def _search(ckpt: dict, data: Split, queries: np.ndarray, train: Split, candidates: np.ndarray,
             runtime: device_ops.Runtime) -> tuple[np.ndarray, np.ndarray]:
-    net = model_from_checkpoint(ckpt).to(runtime.primary)
+    net = model_from_checkpoint(ckpt, runtime).eval()
     mean_image = ckpt["mean_image"].to(runtime.primary)
     query_features = torch.cat([f for _, f in fc7_features(net, data, mean_image, queries, runtime)])
     return nearest_neighbours(query_features, fc7_features(net, train, mean_image, candidates, runtime),
@@ -185,15 +193,15 @@ def _search(ckpt: dict, data: Split, queries: np.ndarray, train: Split, candidat
 
 def fc7_features(net: torch.nn.Module, split: Split, mean_image: torch.Tensor, indices: np.ndarray,
                  runtime: device_ops.Runtime) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(indices, (n, 4096) float32 on the CPU) per batch: fc7 of the center crop, in eval mode (no dropout)."""
-    batches = [indices[i:i + BATCH] for i in range(0, len(indices), BATCH)]
+    """(indices, (n, d) float32 on the CPU) per chunk: the last hidden layer (fc7 for AlexNet) of the center
+    crop, in eval mode (no dropout). Chunks, so that a whole train split never has to fit in memory."""
     net.eval()
-    with torch.no_grad():
-        for images, _, idx in batch_loader(split, batches, workers=runtime.workers, decode=runtime.decode):
-            x = augment.center_crop(to_device(images, runtime.primary), mean_image, crop=net.input_size)
-            with device_ops.autocast(runtime):
-                features = net.fc7_features(x)
-            yield idx.numpy(), features.float().cpu()
+    with open_source(split, **device_ops.reading(runtime, residency="disk")) as source:
+        for i in range(0, len(indices), CHUNK):
+            chunk = indices[i:i + CHUNK]
+            features = infer(last_hidden(net, runtime), source, chunk, mean_image, crops=1, crop=net.input_size,
+                             runtime=runtime, batch_size=BATCH)
+            yield chunk, torch.from_numpy(features)
 
 
 def nearest_neighbours(queries: torch.Tensor, candidates: Iterable[tuple[np.ndarray, torch.Tensor]],
@@ -256,7 +264,7 @@ def _predictions(runs: list[Run], split: str, data: Split, chosen: np.ndarray, f
     keys = data.keys[chosen].tolist()
     for run in runs:
         for crops in (10, 1):
-            path = run.dir.predictions(split, crops)
+            path = run.dir.predictions(Evaluation(split, crops))
             if not path.exists():
                 continue
             z = rundir.load_npz(path, "predictions")
@@ -272,9 +280,10 @@ def _predictions(runs: list[Run], split: str, data: Split, chosen: np.ndarray, f
         return None, f"no run has eval/{split}-10crop.npz or -1crop.npz, and none has a checkpoint to predict with."
     path, ckpt = first[0].dir.best_checkpoint, first[1]
     _check_matches(ckpt, data, path)
-    net = model_from_checkpoint(ckpt).to(runtime.primary)
-    probs = predict(net, data, ckpt["mean_image"].to(runtime.primary), crops=1, crop=net.input_size,
-                    runtime=runtime, batch_size=BATCH, indices=chosen)
+    net = model_from_checkpoint(ckpt, runtime)
+    with open_source(data, **device_ops.reading(runtime, residency="disk")) as source:
+        probs = predict(net, source, chosen, ckpt["mean_image"].to(runtime.primary), crops=1, runtime=runtime,
+                        batch_size=BATCH)
     return probs, f"center-crop predictions computed for this report with `{path}` (no eval files found)"
 
 
@@ -282,21 +291,26 @@ def _predictions(runs: list[Run], split: str, data: Split, chosen: np.ndarray, f
 
 
 def render_markdown(runs: list[Run], figures: list[tuple[str, str]], notes: list[str], data: dict,
-                    split: str) -> str:
-    lines = ["# AlexNet runs", "", f"Written by alexctl {__version__} `report` on {rundir._now()}. Errors on the "
-             f"{split} split; best val: the epoch with the lowest val top-1 error, as `train` keeps best.pt.", "",
-             "| run | path | kind | epochs | best val top-1 | best val top-5 | 1-crop top-1 | 1-crop top-5 "
-             "| 10-crop top-1 | 10-crop top-5 | images/s (median) |", "|" + "---|" * 11]
+                    split: str, *, title: str = "AlexNet runs", reach: float | None = None) -> str:
+    header = ["run", "path", "kind", "epochs", "best val top-1", "best val top-5", "1-crop top-1", "1-crop top-5",
+              "10-crop top-1", "10-crop top-5", "images/s (median)"]
+    if reach is not None:
+        header.append(f"first epoch with train error <= {reach:.0%}")
+    lines = [f"# {title}", "", f"Written by alexctl {__version__} `report`. Errors on the {split} split; best val: "
+             "the epoch with the lowest val top-1 error, as `train` keeps best.pt. Every figure is read from the "
+             "run directories named in the table.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         best = min(run.rows, key=lambda r: r["val_top1_error"]) if run.rows else {}  # the first minimum
         planned = run.config.get("train", {}).get("epochs")
         epochs = "—" if run.kind == "ensemble" else f"{len(run.rows)}" + (f"/{planned}" if planned else "")
         rates = [r["images_per_second"] for r in run.rows if r.get("images_per_second") is not None]
         kind = f"ensemble of {run.config.get('members')}" if run.kind == "ensemble" else "train"
-        cells = [run.name, f"`{run.path}`", kind, epochs, _pct(best.get("val_top1_error")),
+        cells = [run.label, f"`{run.path}`", kind, epochs, _pct(best.get("val_top1_error")),
                  _pct(best.get("val_top5_error"))]
         cells += [_pct(run.evals.get(c, {}).get(k)) for c in (1, 10) for k in ("top1_error", "top5_error")]
         cells.append(f"{float(np.median(rates)):.1f}" if rates else "—")
+        if reach is not None:
+            cells.append(first_epoch_reaching(run.rows, reach))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     ensembles = [r for r in runs if r.kind == "ensemble"]
     lines += ["", "## Ensembles", ""] if ensembles else []
@@ -316,6 +330,12 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, str]], notes: list
         lines += ["## Data", "", f"Data directory `{data['dir']}`, split `{data['split']}`: {data['images']} "
                   f"images, {data['classes']} classes.{searched}", ""]
     return "\n".join(lines)
+
+
+def first_epoch_reaching(rows: list[dict], error: float) -> str:
+    """The first epoch whose training top-1 error is at most `error` (Figure 1's measure), as a table cell."""
+    first = next((r["epoch"] for r in rows if r.get("train_top1_error", 1.0) <= error), None)
+    return str(first) if first is not None else (f"not within {len(rows)}" if rows else "—")
 
 
 def _pct(value: float | None) -> str:

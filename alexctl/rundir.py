@@ -20,15 +20,17 @@ import json
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from alexctl.errors import UserError
 
 TMP_MARK = ".tmp."
+SPLITS = ("train", "val")  # the splits a data directory holds
 
 
 # ---------------------------------------------------------------- layout
@@ -92,6 +94,14 @@ class DataDir:
     def split(self, name: str) -> SplitDir:
         return SplitDir(self.root / name)
 
+    def split_names(self) -> list[str]:
+        """train and val, then any other split folder present (test, ...)."""
+        present = []
+        if self.root.is_dir():
+            present = [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                       and p.name not in SPLITS and ((p / "manifest.json").exists() or any(p.glob("shard-*")))]
+        return list(SPLITS) + sorted(present)
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -129,6 +139,11 @@ class RunDir:
         return self.checkpoints / "last.pt"
 
     @property
+    def last_summary(self) -> Path:
+        """last.json: the epoch and step last.pt resumes from, written after it (read by status)."""
+        return self.checkpoints / "last.json"
+
+    @property
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pt"
 
@@ -139,19 +154,51 @@ class RunDir:
     def eval_dir(self) -> Path:
         return self.root / "eval"
 
-    def predictions(self, split: str, crops: int, tag: str = "") -> Path:
-        """eval/<split>-<crops>crop[-<tag>].npz: arrays keys, labels, probs."""
-        return self.eval_dir / f"{_eval_stem(split, crops, tag)}.npz"
+    @property
+    def eval_lock(self) -> Path:
+        """Held by `eval` (and by `ensemble` in its output directory) while it writes eval/."""
+        return self.eval_dir / ".lock"
 
-    def eval_metrics(self, split: str, crops: int, tag: str = "") -> Path:
-        return self.eval_dir / f"{_eval_stem(split, crops, tag)}.json"
+    @property
+    def eval_failed(self) -> Path:
+        return self.eval_dir / "failed.json"
 
-    def top5(self, split: str, crops: int, tag: str = "") -> Path:
-        return self.eval_dir / f"{_eval_stem(split, crops, tag)}-top5.tsv"
+    def predictions(self, ev: "Evaluation") -> Path:
+        """eval/<stem>.npz: arrays keys, labels, probs, classes, names."""
+        return self.eval_dir / f"{ev.stem}.npz"
+
+    def eval_metrics(self, ev: "Evaluation") -> Path:
+        return self.eval_dir / f"{ev.stem}.json"
+
+    def top5(self, ev: "Evaluation") -> Path:
+        return self.eval_dir / f"{ev.stem}-top5.tsv"
 
 
-def _eval_stem(split: str, crops: int, tag: str) -> str:
-    return f"{split}-{crops}crop" + (f"-{tag}" if tag else "")
+@dataclass(frozen=True)
+class Evaluation:
+    """Which evaluation a run's eval/ file holds, and its name: <split>-<crops>crop[-<checkpoint>][@<data>].
+
+    checkpoint: "" for best.pt (what ensembles and reports read), "last", or a checkpoint file's stem.
+    data: "" for the data directory the run trained on; for any other, a name made of that directory's
+    name and the first 8 hex digits of the split's identity (`data_name`), so that evaluating on other
+    data never replaces the run's own evaluation."""
+
+    split: str = "val"
+    crops: int = 10
+    checkpoint: str = ""
+    data: str = ""
+
+    @property
+    def stem(self) -> str:
+        stem = f"{self.split}-{self.crops}crop" + (f"-{self.checkpoint}" if self.checkpoint else "")
+        return stem + (f"@{self.data}" if self.data else "")
+
+
+def data_name(data_root: Path, identity: str) -> str:
+    """A file-name-safe name for another data directory's split (see Evaluation)."""
+    import re
+
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_root).resolve().name) or "data") + "-" + identity[:8]
 
 
 # ---------------------------------------------------------------- atomic files
@@ -210,10 +257,11 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def load_torch(path: Path, what: str = "checkpoint") -> Any:
+    """A file written by save_torch: tensors and plain values only (weights_only: no pickled code runs)."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist.") from None
     except Exception as e:  # a truncated or foreign file: torch raises several types
@@ -243,6 +291,30 @@ def read_jsonl(path: Path) -> list[dict]:
         except ValueError:
             continue  # the last line of a killed writer
     return rows
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256 (hex): what identifies a checkpoint or a shard whatever its name or time stamp."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create `folder` if needed and make sure this process can write files there: checked before hours
+    of work, not after. A UserError names the folder and the reason."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = _temporary(folder / ".write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{what} {folder} cannot be written: {e.strerror or e}.") from None
 
 
 def remove_temporaries(folder: Path) -> int:
@@ -291,8 +363,8 @@ class DirectoryLock:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": self.command,
-            "started": getattr(self, "_started", None) or _now(),
-            "updated": _now(),
+            "started": getattr(self, "_started", None) or now(),
+            "updated": now(),
             **progress,
         }
         self._started = record["started"]
@@ -306,6 +378,34 @@ class DirectoryLock:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
+
+
+@contextmanager
+def split_readers(root: Path, *, exclusive: bool = False) -> Iterator[None]:
+    """Readers of a split (training, evaluation) hold a shared flock on its `.readers` file while they
+    read; `preprocess --force` takes it exclusively, so that it never rewrites shards under a reader and a
+    reader never starts on a split being rewritten. A split that cannot be written (a read-only copy)
+    cannot be rewritten either, and is read without the lock."""
+    path = Path(root) / ".readers"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{root} is being read by a training run or an evaluation; --force would change it under them: wait "
+                "for them to finish, or write another DATA_DIR." if exclusive else
+                f"{root} is being rewritten by `alexctl preprocess --force`; wait for it to finish.") from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def lock_holder(path: Path) -> dict | None:
@@ -334,12 +434,41 @@ def lock_state(path: Path) -> str:
 
 
 def record_failure(path: Path, command: str, error: str) -> None:
-    write_json(path, {"command": command, "error": error, "time": _now(), "pid": os.getpid()})
+    write_json(path, {"command": command, "error": error, "time": now(), "pid": os.getpid()})
+
+
+@contextmanager
+def failures_recorded(path: Path, command: str, *, enabled: bool = True) -> Iterator[None]:
+    """Record in `path` (failed.json, which `alexctl status` reads) why the work inside failed: a
+    WorkFailed, a stop signal, or an unexpected error (disk full, a bug). Bad input (UserError) is the
+    caller's mistake, not the directory's state, and is not recorded. Recording is best effort: a
+    directory that cannot be written cannot hold the record either."""
+    try:
+        yield
+    except UserError:
+        raise
+    except BaseException as e:
+        if enabled:
+            try:
+                record_failure(path, command, describe_failure(e))
+            except OSError:
+                pass
+        raise
+
+
+def describe_failure(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.strerror or type(e).__name__}: {e.filename}"
+    from alexctl.errors import WorkFailed
+
+    return str(e) if isinstance(e, WorkFailed) else f"{type(e).__name__}: {e}"
 
 
 def clear_failure(path: Path) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-def _now() -> str:
+def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

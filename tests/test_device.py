@@ -1,27 +1,37 @@
-"""alexctl/device.py: the runtime choices and their clean fallback on a machine without CUDA."""
+"""alexctl/device.py: the runtime choices, their clean fallback on a machine without CUDA, the one place that
+puts a network on the runtime, and the distributed helpers with one process."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from alexctl import device
+from alexctl.config import ModelConfig, RuntimeOptions
 from alexctl.errors import UserError
 
 
+def resolve(**options) -> device.Runtime:
+    return device.resolve(RuntimeOptions(**options))
+
+
 def test_auto_on_this_machine():
-    runtime = device.resolve()
+    runtime = resolve()
     if torch.cuda.is_available():
         assert runtime.is_cuda and runtime.precision == "bf16" and runtime.channels_last
     else:
         assert runtime.devices == (torch.device("cpu"),)
         assert runtime.precision == "fp32" and not runtime.channels_last and runtime.decode == "cpu"
+        assert runtime.describe()["device_name"].startswith("CPU")
     assert runtime.workers >= 1 and runtime.rank == 0 and runtime.world == 1
+    assert runtime.describe()["torch"] == torch.__version__
 
 
 def test_two_cpu_devices_and_explicit_choices():
-    runtime = device.resolve("cpu,cpu", precision="bf16", channels_last="on", workers=0)
+    runtime = resolve(devices="cpu,cpu", precision="bf16", channels_last="on", workers=0)
     assert len(runtime.devices) == 2 and runtime.precision == "bf16" and runtime.channels_last and runtime.workers == 0
+    assert runtime.memory_format == torch.channels_last and runtime.dtype == torch.bfloat16
     with device.autocast(runtime):
         y = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
     assert y.dtype == torch.bfloat16
@@ -30,21 +40,19 @@ def test_two_cpu_devices_and_explicit_choices():
 @pytest.mark.parametrize("kwargs,message", [
     ({"devices": "cpu,cpu,cpu"}, "give one or two"),
     ({"devices": "gpu7"}, "device names"),
-    ({"precision": "fp8"}, "--precision"),
-    ({"channels_last": "maybe"}, "--channels-last"),
-    ({"decode": "fpga"}, "--decode"),
+    ({"devices": "meta"}, "cpu and cuda"),
 ])
-def test_bad_choices_are_user_errors(kwargs, message):
+def test_bad_device_lists_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
-        device.resolve(**kwargs)
+        resolve(**kwargs)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a CPU-only machine gives")
 def test_cuda_requests_on_a_cpu_machine_say_so():
     with pytest.raises(UserError, match="no CUDA device"):
-        device.resolve("cuda:0")
+        resolve(devices="cuda:0")
     with pytest.raises(UserError, match="needs a CUDA device"):
-        device.resolve("cpu", decode="gpu")
+        resolve(devices="cpu", decode="gpu")
 
 
 def test_torchrun_environment_is_read(monkeypatch):
@@ -52,5 +60,27 @@ def test_torchrun_environment_is_read(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert device.distributed_env() == (3, 4, 1)
-    runtime = device.resolve("cpu")
-    assert runtime.rank == 3 and runtime.world == 4
+    runtime = resolve(devices="cpu")
+    assert runtime.rank == 3 and runtime.world == 4 and not runtime.leader
+
+
+def test_build_model_puts_the_net_on_the_runtime():
+    runtime = resolve(devices="cpu", channels_last="on", lrn_impl="reference", conv_form="split")
+    net = device.build_model(ModelConfig(width=0.125), 10, runtime)
+    assert net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert {m.impl for m in net.modules() if hasattr(m, "impl")} == {"reference"}
+    assert net.implementations == {"lrn": "reference", "conv": "split"}
+    again = device.build_model(ModelConfig(width=0.125), 10, resolve(devices="cpu"), net.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    net.eval(), again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x.contiguous(memory_format=torch.channels_last)), rtol=1e-4,
+                                   atol=1e-6)
+    assert device.forward_of(net, runtime) is net  # no compile, no DDP: the net itself
+
+
+def test_reductions_with_one_process_are_the_values():
+    runtime = resolve(devices="cpu")
+    assert device.all_reduce([1, 2.5], runtime) == [1.0, 2.5]
+    assert np.array_equal(device.all_reduce_array(np.arange(3), runtime), np.arange(3))
+    assert device.any_rank(True, runtime) and not device.any_rank(False, runtime)

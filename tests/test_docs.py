@@ -34,7 +34,12 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
     states = {(e["path"], s["stage"]): s["state"] for e in report for s in e["stages"]}
     assert all(state == "done" for state in states.values()), states
     assert Path("tour/report/report.md").is_file()
-    assert json.loads(Path("tour/ensemble/run.json").read_text())["members"] == 2
+    ensemble = json.loads(Path("tour/ensemble/eval/val-10crop.json").read_text())
+    assert ensemble["members"] == 2
+    # The tour learns: the ensemble is well below chance (83.33% for six classes), and so is each run.
+    assert ensemble["top1_error"] < 0.6 < ensemble["chance_top1_error"], ensemble["top1_error"]
+    for run in ("a", "b"):
+        assert json.loads(Path(f"tour/runs/{run}/eval/val-10crop.json").read_text())["top1_error"] < 0.75
 
 
 def test_readme_and_docs_link_to_files_that_exist():

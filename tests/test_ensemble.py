@@ -26,11 +26,19 @@ def test_ensemble_is_the_plain_average_of_the_members(two_runs, tmp_path):
     assert summary["members"] == 2
     assert summary["member_top1_errors"] == [topk_errors(m["probs"], m["labels"])[1] for m in members]
     assert json.loads((out / "run.json").read_text())["kind"] == "ensemble"
-    # An ensemble is a member like any run: chaining it with one of its members weighs that member 3/4.
-    chained = json_output(invoke("ensemble", out, two_runs[0], "--out", tmp_path / "chained", "--json", check=True))
+    # An ensemble stands for its members: every model weighs the same, and one reached twice is refused.
+    third = tmp_path / "third"
+    shutil.copytree(two_runs[1], third, ignore=shutil.ignore_patterns(".lock", "eval"))
+    chained = json_output(invoke("ensemble", out, third, "--out", tmp_path / "chained", "--json", check=True))
     probs = np.load(tmp_path / "chained" / "eval" / "val-10crop.npz")["probs"]
-    assert np.allclose(probs, (average + members[0]["probs"]) / 2, atol=1e-6)
-    assert chained["members"] == 2
+    assert np.allclose(probs, (members[0]["probs"] + 2.0 * members[1]["probs"]) / 3, atol=1e-6)
+    assert chained["members"] == 3 and chained["member_dirs"][2] == str(third.resolve())
+    twice = invoke("ensemble", out, two_runs[0], "--out", tmp_path / "twice")
+    assert twice.returncode == 2 and "among the members twice" in twice.stderr
+    # Asked again for the same members and predictions, it does nothing; --force redoes it.
+    again = json_output(invoke("ensemble", *two_runs, "--out", out, "--json", check=True))
+    assert again["already_done"] and again["top1_error"] == summary["top1_error"]
+    assert not json_output(invoke("ensemble", *two_runs, "--out", out, "--force", "--json", check=True))["already_done"]
 
 
 def test_mismatched_members_are_refused_by_name(two_runs, tmp_path):

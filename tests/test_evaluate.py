@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from alexctl import device
-from alexctl.data import augment
-from alexctl.data.loader import load_split
-from alexctl.predict import predict
 from alexctl.checkpoint import load_weights, model_from_checkpoint
+from alexctl.config import RuntimeOptions
+from alexctl.data import augment
+from alexctl.data.loader import load_split, open_source
+from alexctl.predict import predict
 from helpers import invoke, json_output
 
 
@@ -21,8 +22,9 @@ def test_ten_crop_softmax_average_equals_a_direct_computation(two_runs, slice_da
     net = model_from_checkpoint(ckpt).eval()
     split = load_split(slice_data, "val")
     mean = ckpt["mean_image"]
-    runtime = device.resolve("cpu", workers=0)
-    probs = predict(net, split, mean, crops=10, crop=224, runtime=runtime, batch_size=3)
+    runtime = device.resolve(RuntimeOptions(devices="cpu", workers=0))
+    with open_source(split, device="cpu", residency="disk", workers=0) as source:
+        probs = predict(net, source, np.arange(len(split)), mean, crops=10, runtime=runtime, batch_size=3)
     from alexctl.data import image as image_ops
 
     for i in (0, 4, 9):
@@ -81,6 +83,6 @@ def test_eval_refuses_clearly(two_runs, slice_data, tmp_path, imagenette_slice):
     other = invoke("eval", two_runs[0], "--data", tmp_path / "d5")
     assert other.returncode == 2 and "predicts 10 classes" in other.stderr and "has 5" in other.stderr
     bad_crops = invoke("eval", two_runs[0], "--crops", "5")
-    assert bad_crops.returncode == 2 and "--crops 5" in bad_crops.stderr
+    assert bad_crops.returncode == 2 and "'--crops'" in bad_crops.stderr and "'5'" in bad_crops.stderr
     for proc in (empty, no_split, other, bad_crops):
         assert "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""alexctl/model.py: the paper's shapes and parameter count, LRN against the printed formula, the
+"""alexctl/model.py: the paper's shapes and parameter count, the
 one-device and two-device layouts computing the same function, initialisation, and the ablations."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexctl.config import ModelConfig
-from alexctl.model import AlexNet, CifarNet, LocalResponseNorm, build_model, count_parameters, local_response_norm
+from alexctl.model import AlexNet, CifarNet, LocalResponseNorm, build_model, count_parameters
 
 SMALL = ModelConfig(width=0.25)  # conv 24-64-96-96-64, fc 1024: fast on a CPU
 CANONICAL_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
@@ -29,7 +29,7 @@ def layer_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int
     seen = []
 
     def record(module, inputs, output):
-        kind = type(module).__name__
+        kind = next(t.__name__ for t in (nn.Conv2d, nn.MaxPool2d, nn.Linear) if isinstance(module, t))
         if isinstance(module, nn.Linear):
             seen.append(("in", tuple(inputs[0].shape[1:])))
         seen.append((kind, tuple(output.shape[1:])))
@@ -135,78 +135,19 @@ def test_a_narrower_net_starts_with_the_paper_nets_activation_scale():
     assert 0.7 < conv4_scale(0.25) / conv4_scale(1.0) < 1.4
 
 
-def test_forward_is_fc8_of_fc7_features_and_dropout_only_trains():
+def test_forward_is_fc8_of_fc7_and_dropout_only_trains():
     torch.manual_seed(1)
     model, x = AlexNet(10, config=SMALL), torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         model.train()
-        train_features = model.fc7_features(x)  # "eval semantics" even in train mode
+        train_features = model.last_hidden(x)  # "eval semantics" even in train mode
         noisy = [model(x) for _ in range(2)]
         model.eval()
         assert train_features.shape == (2, 1024)
-        assert torch.equal(train_features, model.fc7_features(x))
-        assert torch.allclose(model(x), model.fc8(model.fc7_features(x)))
+        assert torch.equal(train_features, model.last_hidden(x))
+        assert torch.allclose(model(x), model.fc8(model.last_hidden(x)))
         assert not torch.allclose(noisy[0], noisy[1])  # dropout is on in train mode
         assert (train_features >= 0).all() and (train_features > 0).any()  # post-ReLU
-
-
-# ---------------------------------------------------------------- local response normalisation
-
-
-def lrn_printed(a: torch.Tensor, groups: int, reading: str, n=5, alpha=1e-4, beta=0.75, k=2.0) -> torch.Tensor:
-    """Section 3.3's formula, one channel at a time; the sum stays inside the channel's group."""
-    channels = a.shape[1]
-    per_group = channels // groups
-    s = alpha / n if reading == "code" else alpha
-    b = torch.empty_like(a)
-    for i in range(channels):
-        first, last = i // per_group * per_group, i // per_group * per_group + per_group - 1
-        total = sum(a[:, j] ** 2 for j in range(max(first, i - n // 2), min(last, i + n // 2) + 1))
-        b[:, i] = a[:, i] / (k + s * total) ** beta
-    return b
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("reading", ["code", "paper"])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_lrn_matches_printed_formula(groups, reading, channels_last):
-    torch.manual_seed(2)
-    a = torch.randn(2, 12, 5, 4, dtype=torch.float64) * 40  # large enough that the denominator matters
-    x = a.to(memory_format=torch.channels_last) if channels_last else a
-    expected = lrn_printed(a, groups, reading)
-    got = local_response_norm(x, groups=groups, alpha_reading=reading)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(got, a / 2**0.75, rtol=1e-3)  # the normalisation did something
-
-
-def test_lrn_default_is_torch_and_the_papers_reading_is_stronger():
-    torch.manual_seed(3)
-    x = torch.randn(2, 16, 6, 6) * 30
-    reference = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(x)
-    torch.testing.assert_close(local_response_norm(x), reference)
-    assert (local_response_norm(x, alpha_reading="paper").abs() <= local_response_norm(x).abs()).all()
-    assert not torch.allclose(local_response_norm(x, alpha_reading="paper"), reference, rtol=1e-2)
-
-
-def test_lrn_neighbourhood_stays_in_its_group():
-    x = torch.zeros(1, 8, 1, 1)
-    x[0, 3], x[0, 4] = 1.0, 1000.0  # the last map of group 0 and its neighbour, the first of group 1
-    alone = 1.0 / (2.0 + 1e-4 / 5 * 1.0) ** 0.75
-    assert local_response_norm(x, groups=2)[0, 3].item() == pytest.approx(alone, rel=1e-6)
-    crossed = 1.0 / (2.0 + 1e-4 / 5 * (1.0 + 1000.0**2)) ** 0.75
-    assert local_response_norm(x, groups=1)[0, 3].item() == pytest.approx(crossed, rel=1e-6)
-
-
-def test_lrn_gradient_and_low_precision():
-    torch.manual_seed(4)
-    x = (torch.randn(2, 8, 3, 3, dtype=torch.float64) * 20).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, groups=2, alpha_reading="paper"), (x,))
-    bf16 = local_response_norm(x.detach().bfloat16(), groups=2)
-    assert bf16.dtype == torch.bfloat16
-    exact = lrn_printed(x.detach().bfloat16().double(), 2, "code")
-    torch.testing.assert_close(bf16.double(), exact, rtol=8e-3, atol=1e-3)
-    with pytest.raises(ValueError, match="'printed'"):
-        local_response_norm(x, alpha_reading="printed")
 
 
 # ---------------------------------------------------------------- one device vs two devices
@@ -349,7 +290,7 @@ def test_one_column_net_of_section_3_2():
 def test_width_scales_every_layer(width, columns, kernels, units):
     model = AlexNet(5, config=ModelConfig(width=width, columns=columns))
     assert conv_kernels(model) == kernels
-    assert model.fc7_features(torch.randn(1, 3, 224, 224)).shape == (1, units)
+    assert model.last_hidden(torch.randn(1, 3, 224, 224)).shape == (1, units)
     assert model.state_dict()["fc6.weight"].shape == (units, kernels[-1] * 36)
 
 
@@ -383,7 +324,7 @@ def test_cifar_net_shapes_and_parameter_count():
         (conv, (64, 24, 24)), (pool, (64, 12, 12)), (conv, (64, 12, 12)), (pool, (64, 6, 6)),
         (conv, (128, 6, 6)), (pool, (128, 3, 3)), ("in", (1152,)), ("Linear", (10,)),
     ]  # fmt: skip
-    assert model.fc7_features(torch.randn(4, 3, 24, 24)).shape == (4, 1152)
+    assert model.last_hidden(torch.randn(4, 3, 24, 24)).shape == (4, 1152)
     for layer in (model.conv1, model.conv2, model.conv3, model.fc):
         assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
         assert abs(layer.weight.std().item() - 0.01) < 1e-3
@@ -418,22 +359,31 @@ def test_build_model_picks_the_architecture():
 @pytest.mark.parametrize(
     ("switch", "devices", "culprit"),
     [
-        (dict(arch="vgg"), None, "'vgg'"),
-        (dict(lrn_alpha="printed"), None, "'printed'"),
-        (dict(pooling="average"), None, "'average'"),
-        (dict(activation="sigmoid"), None, "'sigmoid'"),
-        (dict(columns=3), None, "3"),
-        (dict(width=0.0), None, "width"),
-        (dict(width=-1.0), None, "width"),
-        (dict(dropout=1.0), None, "dropout"),
         (dict(columns=1), ["cpu", "cpu"], "two devices"),
         (dict(arch="cifar"), ["cpu", "cpu"], "two devices"),
         (dict(), ["cpu", "cpu", "cpu"], "not 3"),
     ],
 )
-def test_build_model_rejects_bad_values(switch, devices, culprit):
+def test_build_model_rejects_layouts_it_cannot_take(switch, devices, culprit):
     with pytest.raises(ValueError, match=culprit):
-        build_model(ModelConfig(**switch), 10, devices)
+        build_model(ModelConfig(**switch), 10, devices)  # bad settings themselves: tests/test_config.py
+
+
+def test_implementations_change_how_not_what():
+    from alexctl.kernels.conv import ColumnConv2d
+    from alexctl.model import set_implementations
+
+    torch.manual_seed(8)
+    model, x = AlexNet(10, config=ModelConfig(width=0.125)).eval(), torch.randn(2, 3, 224, 224)
+    convs = [m for m in model.modules() if isinstance(m, ColumnConv2d)]
+    assert [c.groups for c in convs] == [2, 2, 2]  # conv2, conv4, conv5 (section 3.2)
+    with torch.no_grad():
+        set_implementations(model, lrn="reference", conv="groups")
+        reference = model(x)
+        for lrn, conv in (("torch", "split"), ("torch", "blockdiag"), ("reference", "split")):
+            assert set_implementations(model, lrn=lrn, conv=conv) == {"lrn": lrn, "conv": conv}
+            torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-6)
+    assert all(c.form == "split" for c in convs)
 
 
 def test_constructors_refuse_a_config_for_the_other_arch():

@@ -16,10 +16,11 @@ from PIL import Image
 
 from alexctl import device, figures, report
 from alexctl.checkpoint import load_weights, model_from_checkpoint
+from alexctl.config import RuntimeOptions
 from alexctl.data.loader import load_split
 from helpers import invoke, json_output
 
-CPU = device.resolve("cpu", workers=0)
+CPU = device.resolve(RuntimeOptions(devices="cpu", workers=0))
 
 
 def _run(*args):

@@ -46,7 +46,8 @@ def test_a_run_writes_its_files_and_summary(data, tmp_path):
         assert 0 <= r["val_top1_error"] <= 1 and 0 <= r["val_top5_error"] <= r["val_top1_error"]
         assert r["lr"] == 0.01 and r["images_per_second"] > 0 and np.isfinite(r["train_loss"])
     assert min(r["val_top1_error"] for r in rows) == summary["val_top1_error"]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "epoch-0003.pt", "last.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "epoch-0003.pt", "last.json",
+                                                                        "last.pt"]
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["momentum"] == 0.9 and config["model"]["lrn"] is True
     assert config["data"]["train_images"] == 110 and len(config["data"]["train_identity"]) == 64
@@ -78,14 +79,14 @@ def test_sigkill_mid_epoch_then_rerun_ends_bit_identical(data, tmp_path):
         if last.exists() and last.stat().st_mtime_ns != stamp:  # replaced atomically: safe to read
             stamp = last.stat().st_mtime_ns
             saved = torch.load(last, weights_only=False)
-            if saved["epoch"] == 1 and saved["current"]["step"] > 0:  # a save in the middle of epoch 2
+            if saved["epoch"] == 1 and saved["progress"]["current"]["step"] > 0:  # a save in the middle of epoch 2
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_at = saved
                 break
         time.sleep(0.005)
     proc.wait()
     assert killed_at is not None, "the run ended before it could be killed"
-    assert killed_at["epoch"] == 1 and 0 < killed_at["current"]["step"] < 14, "killed mid-epoch"
+    assert killed_at["epoch"] == 1 and 0 < killed_at["progress"]["current"]["step"] < 14, "killed mid-epoch"
     assert not (run / "run.json").exists()
 
     resumed = json_output(run_cli("train", run, *args, "--json", check=True))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import JSON, emit
+from alexctl.cli.options import DATA, JSON, OUTPUT, emit
 from alexctl.data import demo
 from alexctl.errors import UserError
 from alexctl.rundir import TMP_MARK
@@ -21,12 +21,13 @@ from alexctl.rundir import TMP_MARK
 
 def command(
     out_dir: Path = typer.Argument(..., metavar="DIR", help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."),
-    classes: int = typer.Option(6, "--classes", min=2, max=demo.MAX_CLASSES,
-                                help="How many classes (shapes and textures), in a fixed order."),
-    per_class: int = typer.Option(120, "--per-class", min=1, help="Images per class."),
-    seed: int = typer.Option(0, "--seed", min=0, help="The same seed writes the same bytes."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty DIR, replacing what an earlier "
-                               "demo-data run wrote there (class folders, synsets.txt) and keeping anything else."),
+    classes: int = typer.Option(6, "--classes", metavar="N", rich_help_panel=DATA,
+                                help=f"How many classes (shapes and textures, 2 to {demo.MAX_CLASSES}), in a fixed order."),
+    per_class: int = typer.Option(120, "--per-class", metavar="N", rich_help_panel=DATA, help="Images per class."),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=DATA, help="The same seed writes the same bytes."),
+    force: bool = typer.Option(False, "--force", rich_help_panel=OUTPUT,
+                               help="Write into a non-empty DIR, replacing what an earlier demo-data run wrote there "
+                               "(class folders, synsets.txt) and keeping anything else."),
     as_json: bool = JSON,
 ) -> None:
     """Write a small labelled set of generated JPEGs (one shape or texture per class, random colours,
@@ -38,6 +39,11 @@ def command(
         alexctl demo-data demo/images
         alexctl preprocess demo/images demo/data --names demo/images/synsets.txt --holdout 0.2
     """
+    if not 2 <= classes <= demo.MAX_CLASSES:
+        raise UserError(f"--classes {classes} must be between 2 and {demo.MAX_CLASSES}.")
+    if per_class < 1 or seed < 0:
+        raise UserError(f"--per-class {per_class} must be at least 1." if per_class < 1
+                        else f"--seed {seed} must be 0 or more.")
     _check_target(out_dir, force)
     target = out_dir.resolve()  # `demo-data .` too has a parent to stage in
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +59,7 @@ def command(
         f"{summary['images']} images in {classes} classes ({', '.join(summary['class_names'])}), "
         f"{summary['grayscale']} grayscale, {summary['bytes'] / 1e6:.1f} MB in {out_dir}",
         f"  class names: {out_dir / demo.SYNSETS}",
-    ])
+    ], command="demo-data", directory=out_dir)
 
 
 def _check_target(out_dir: Path, force: bool) -> None:

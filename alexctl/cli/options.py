@@ -1,29 +1,104 @@
-"""Options that several commands share, and the one way every command prints its summary."""
+"""Options that several commands share, how a command learns which options were typed, and the
+one way every command prints its summary."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import typer
 
-JSON = typer.Option(False, "--json", help="Print one JSON object (the summary) on stdout and nothing else.")
+from alexctl import __version__
+from alexctl.config import CheckpointOptions, Decode, LrnImpl, ConvForm, Precision, Residency, RuntimeOptions, Switch
+
+DATA, MODEL, OPTIMISATION, CHECKPOINTS, RUNTIME, OUTPUT = (
+    "Data", "Model", "Optimisation", "Checkpoints", "Runtime", "Output")
+
+JSON = typer.Option(False, "--json", rich_help_panel=OUTPUT,
+                    help="Print one JSON object (the summary, or the error) on stdout and nothing else.")
+FORCE = typer.Option(False, "--force", rich_help_panel=OUTPUT, help="Redo work that is already complete.")
+
+_R = RuntimeOptions()
+# Where and how the network runs (alexctl.device); shared by train, eval, ensemble, predict, report and bench.
+DEVICES = typer.Option(_R.devices, "--devices", metavar="DEVICES", rich_help_panel=RUNTIME,
+                       help="auto, cpu, cuda:0, or two devices for the paper's two-column split (cuda:0,cuda:1). "
+                       "Under torchrun: rank 0's devices.")
+PRECISION: Precision = typer.Option(_R.precision, "--precision", rich_help_panel=RUNTIME,
+                                    help="auto (bf16 autocast with TF32 on CUDA, fp32 on the CPU), fp32 or bf16.")
+CHANNELS_LAST: Switch = typer.Option(_R.channels_last, "--channels-last", rich_help_panel=RUNTIME,
+                                     help="Channels-last memory layout: auto (on for CUDA), on or off.")
+COMPILE = typer.Option(_R.compile, "--compile/--no-compile", rich_help_panel=RUNTIME,
+                       help="torch.compile the network.")
+DECODE: Decode = typer.Option(_R.decode, "--decode", rich_help_panel=RUNTIME,
+                              help="JPEG decoding when the split is read from disk: auto (cpu), cpu (loader "
+                              "workers) or gpu (nvJPEG).")
+RESIDENCY: Residency = typer.Option(_R.residency, "--residency", rich_help_panel=RUNTIME,
+                                    help="Where a split is held while it is read: auto (picked by size, and said), "
+                                    "disk (shards, loader workers), jpeg (encoded bytes in memory, decoded on the "
+                                    "device), decoded (pixels on the device).")
+LOADER_WORKERS = typer.Option(_R.workers, "--workers", metavar="N", rich_help_panel=RUNTIME,
+                              help="Data loader processes (-1: auto, 0: in this process).")
+LRN_IMPL: LrnImpl = typer.Option(_R.lrn_impl, "--lrn-impl", rich_help_panel=RUNTIME,
+                                 help="How LRN is computed: auto (Triton on CUDA, else torch), reference, torch, "
+                                 "triton. The same function either way.")
+CONV_FORM: ConvForm = typer.Option(_R.conv_form, "--conv-form", rich_help_panel=RUNTIME,
+                                   help="Form of the grouped convolutions: auto (measured on CUDA), groups, split, "
+                                   "blockdiag. The same function and weights either way.")
+DETERMINISTIC = typer.Option(_R.deterministic, "--deterministic", rich_help_panel=RUNTIME,
+                             help="Deterministic kernels: a resumed run ends bit-identical on the CPU.")
+
+_C = CheckpointOptions()
+KEEP = typer.Option(_C.keep, "--keep", metavar="N", rich_help_panel=CHECKPOINTS,
+                    help="Epoch checkpoints kept besides last.pt and best.pt.")
+CHECKPOINT_MINUTES = typer.Option(_C.checkpoint_minutes, "--checkpoint-minutes", metavar="X",
+                                  rich_help_panel=CHECKPOINTS, help="Save last.pt mid-epoch this often (0: off).")
+CHECKPOINT_STEPS = typer.Option(_C.checkpoint_steps, "--checkpoint-steps", metavar="N", rich_help_panel=CHECKPOINTS,
+                                help="Save last.pt every N steps (0: off).")
 
 
-def workers_option(default_help: str = "all cores"):
-    return typer.Option(0, "--workers", min=0, help=f"Worker processes (0: {default_help}).")
+def given(ctx: typer.Context) -> dict[str, Any]:
+    """The options typed on the command line (not defaults), by parameter name."""
+    return {name: value for name, value in ctx.params.items()
+            if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
 
 
-def emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
-    """The command's result: one JSON object with --json, else a few lines for a person (stdout)."""
+def pick(cls, params: dict[str, Any]):
+    """The settings dataclass `cls` built from the parameters of the same names (validated on creation)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in names})
+
+
+def runtime_options(params: dict[str, Any]) -> RuntimeOptions:
+    return pick(RuntimeOptions, params)
+
+
+def emit(summary: dict[str, Any], as_json: bool, lines: list[str], *, command: str, directory: Path | str | None) -> None:
+    """The command's result: one JSON object with --json, else a few lines for a person (stdout).
+
+    Every JSON object has the same keys for the same things: `command`, `alexctl_version`, `dir` (the
+    directory the command wrote or read first), `ok`; fractions are rounded to 6 decimals."""
     if as_json:
-        sys.stdout.write(json.dumps(summary, default=_jsonable) + "\n")
+        payload = {"command": command, "alexctl_version": __version__,
+                   "dir": str(directory) if directory is not None else None, "ok": True, **summary}
+        sys.stdout.write(json.dumps(_rounded(payload), default=_jsonable) + "\n")
     else:
         for line in lines:
             print(line)
     sys.stdout.flush()
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 6)  # JSON has no NaN
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any):
@@ -34,11 +109,8 @@ def _jsonable(value: Any):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-# Where and how the network runs (alexctl.device); shared by train, eval, ensemble, report and bench.
-DEVICES = typer.Option("auto", "--devices", help="auto, cpu, cuda:0, or two devices for the paper's two-column "
-                       "split (cuda:0,cuda:1). Under torchrun: rank 0's devices.")
-PRECISION = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on the CPU), fp32 or bf16.")
-CHANNELS_LAST = typer.Option("auto", "--channels-last", help="auto (on for CUDA), on or off.")
-COMPILE = typer.Option(False, "--compile/--no-compile", help="torch.compile the network.")
-DECODE = typer.Option("auto", "--decode", help="JPEG decoding: auto (cpu), cpu (loader workers) or gpu (nvJPEG).")
-LOADER_WORKERS = typer.Option(-1, "--workers", min=-1, help="Data loader processes (-1: auto, 0: in this process).")
+def error_line(value: float | None, chance: float | None) -> str:
+    """An error rate for a person, with chance beside it: "37.38% (chance 90.00%)"."""
+    if value is None:
+        return "n/a"
+    return f"{value:.2%}" + (f" (chance {chance:.2%})" if chance is not None else "")

@@ -6,37 +6,58 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import DEVICES, JSON, emit
+from alexctl.cli.options import DATA, DEVICES, JSON, OUTPUT, RUNTIME, emit
 
 
 def command(
-    run_dirs: list[Path] = typer.Argument(..., help="Training run directories and/or ensemble directories."),
-    out: Path = typer.Option(..., "--out", help="Directory for report.md and its PNG figures (overwritten)."),
-    data: Path = typer.Option(None, "--data", help="Data directory (default: the one the first run trained on)."),
-    split: str = typer.Option("val", "--split", help="Split whose images, predictions and eval errors are shown."),
-    images: int = typer.Option(8, "--images", min=0, help="Images in the top-5 figure (0: no figure)."),
-    neighbours: int = typer.Option(4, "--neighbours", min=0, help="Query images in the nearest-neighbour figure "
-                                   "(0: no figure)."),
-    max_train: int = typer.Option(2000, "--max-train", min=0, help="Training images searched for neighbours, spread "
-                                  "evenly over the split (0: all of them)."),
+    run_dirs: list[str] = typer.Argument(..., metavar="[LABEL=]RUN_DIR",
+                                         help="Training runs and/or ensembles, each optionally named LABEL=RUN_DIR."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", rich_help_panel=OUTPUT,
+                             help="Directory for report.md and its PNG figures (overwritten)."),
+    title: str = typer.Option("AlexNet runs", "--title", metavar="TEXT", rich_help_panel=OUTPUT,
+                              help="The page's title."),
+    reach: float = typer.Option(None, "--reach", metavar="E", rich_help_panel=OUTPUT, show_default=False,
+                                help="Add the column 'first epoch with training error <= E' (Figure 1 uses 0.25)."),
+    data: Path = typer.Option(None, "--data", metavar="DIR", rich_help_panel=DATA, show_default=False,
+                              help="Data directory (default: the one the first run trained on)."),
+    split: str = typer.Option("val", "--split", metavar="SPLIT", rich_help_panel=DATA,
+                              help="Split whose images, predictions and eval errors are shown."),
+    images: int = typer.Option(8, "--images", metavar="N", rich_help_panel=OUTPUT,
+                               help="Images in the top-5 figure (0: no figure)."),
+    neighbours: int = typer.Option(4, "--neighbours", metavar="N", rich_help_panel=OUTPUT,
+                                   help="Query images in the nearest-neighbour figure (0: no figure)."),
+    max_train: int = typer.Option(2000, "--max-train", metavar="N", rich_help_panel=OUTPUT,
+                                  help="Training images searched for neighbours, spread evenly over the split "
+                                  "(0: all of them)."),
     devices: str = DEVICES,
-    workers: int = typer.Option(0, "--workers", min=0, help="Data loader processes (0: in this process)."),
+    workers: int = typer.Option(0, "--workers", metavar="N", rich_help_panel=RUNTIME,
+                                help="Data loader processes (0: in this process)."),
     as_json: bool = JSON,
 ) -> None:
     """Figures of trained runs, as the paper draws them, on one Markdown page: training curves, the
     conv1 kernels (Figure 3), top-5 predictions and nearest neighbours in fc7 space (Figure 4), and a
-    table of the runs' errors.
+    table of the runs' errors (with --reach, Figure 1's epochs to a training error).
 
-    Example:
+    Examples:
 
+    \b
         alexctl report runs/seed0 runs/seed1 runs/ensemble5 --out reports/five
+        alexctl report ReLU=runs/relu tanh=runs/tanh --reach 0.25 --images 0 --neighbours 0 --out fig1
     """
     from alexctl import device
+    from alexctl.config import RuntimeOptions
+    from alexctl.errors import UserError
     from alexctl.report import report
 
-    runtime = device.resolve(devices, workers=workers)
+    for name, value in (("--images", images), ("--neighbours", neighbours), ("--max-train", max_train),
+                        ("--workers", workers)):
+        if value < 0:
+            raise UserError(f"{name} {value} must be 0 or more.")
+    if reach is not None and not 0 < reach <= 1:
+        raise UserError(f"--reach {reach} must be a training error between 0 and 1.")
+    runtime = device.resolve(RuntimeOptions(devices=devices, workers=workers))
     summary = report(run_dirs, out, data_dir=data, split=split, images=images, neighbours=neighbours,
-                     max_train=max_train, runtime=runtime)
+                     max_train=max_train, title=title, reach=reach, runtime=runtime)
     lines = [f"{summary['report']} ({summary['runs']} runs, {len(summary['figures'])} figures, "
              f"{summary['seconds']:.1f} s)"] + [f"  {f}" for f in summary["figures"]]
-    emit(summary, as_json, lines)
+    emit(summary, as_json, lines, command="report", directory=out)

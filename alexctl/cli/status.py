@@ -6,32 +6,41 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import JSON, emit
+from alexctl.cli.options import JSON, OUTPUT, emit
 
 
 def command(
     paths: list[Path] = typer.Argument(..., metavar="DIR", help="Data directories, run directories and ensembles."),
-    fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit 1 if any stage failed or holds a stale lock."),
+    verify: bool = typer.Option(False, "--verify", rich_help_panel=OUTPUT,
+                                help="Also check every shard against its recorded SHA-256, the split indexes, and "
+                                "that every checkpoint loads (reads everything: slow on large data)."),
+    fail_on_error: bool = typer.Option(False, "--fail-on-error", rich_help_panel=OUTPUT,
+                                       help="Exit 1 if any stage is failed, stale, missing, broken or corrupt."),
     as_json: bool = JSON,
 ) -> None:
     """Which stages are done, running (pid and progress), failed (with the error), stale (a lock
-    left by a dead process), partial (the same command finishes it) or missing.
+    left by a dead process), partial (the same command finishes it), missing, broken (a record
+    that cannot be read) or, with --verify, corrupt.
 
     Example:
 
     \b
         alexctl status data/ runs/seed0 runs/seed1 runs/ensemble5
+        alexctl status data/ --verify --fail-on-error
     """
     from alexctl.errors import WorkFailed
-    from alexctl.status import status
+    from alexctl.status import NEEDS_ATTENTION, status
 
-    report = status(paths)
+    report = status(paths, verify=verify)
     lines = []
     for entry in report:
         for stage in entry["stages"]:
             lines.append(f"{entry['path']}\t{entry['kind']}\t{stage['stage']}\t{stage['state']}\t{stage['detail']}")
-    emit({"directories": report}, as_json, lines)
     bad = [f"{e['path']} ({s['stage']}: {s['state']})" for e in report for s in e["stages"]
-           if s["state"] in ("failed", "stale")]
+           if s["state"] in NEEDS_ATTENTION]
+    summary = {"directories": report, "need_attention": bad}
     if fail_on_error and bad:
-        raise WorkFailed(f"{len(bad)} stage(s) need attention: {', '.join(bad)}.")
+        if not as_json:
+            emit(summary, False, lines, command="status", directory=None)
+        raise WorkFailed(f"{len(bad)} stage(s) need attention: {', '.join(bad)}.", summary=summary)
+    emit(summary, as_json, lines, command="status", directory=paths[0] if len(paths) == 1 else None)

@@ -77,7 +77,12 @@ class LabelResolver:
 
 
 def read_class_file(path: Path) -> ClassList:
-    """`wnid<TAB>name` per line (ILSVRC synsets form); a line with a wnid alone is allowed."""
+    """`wnid<TAB>name` per line (ILSVRC synsets form; a line with a wnid alone is allowed), or a folder: a
+    data directory (its classes.json) or a trained run (the class list of its data), so that new images
+    can be preprocessed in the order a run predicts."""
+    path = Path(path)
+    if path.is_dir():
+        return _class_list_of_folder(path)
     wnids, names = [], []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -95,6 +100,22 @@ def read_class_file(path: Path) -> ClassList:
     if not wnids:
         raise UserError(f"class file {path} lists no classes.")
     return ClassList(tuple(wnids), tuple(names))
+
+
+def _class_list_of_folder(folder: Path) -> ClassList:
+    from alexctl import rundir
+
+    data, run = rundir.DataDir(folder), rundir.RunDir(folder)
+    if data.classes.exists():
+        return ClassList.from_json(rundir.read_json(data.classes, "class list"))
+    for checkpoint in (run.best_checkpoint, run.last_checkpoint):
+        if checkpoint.exists():
+            recorded = rundir.load_torch(checkpoint).get("data", {})
+            wnids = tuple(recorded.get("classes") or ())
+            if wnids:
+                return ClassList(wnids, tuple(recorded.get("class_names") or wnids))
+    raise UserError(f"--classes {folder} is a folder but neither a data directory (no classes.json) nor a trained "
+                    "run (no checkpoint with a class list).")
 
 
 def read_names(path: Path) -> dict[str, str]:
@@ -116,6 +137,7 @@ def read_label_file(path: Path, devkit: Path | None = None) -> dict[str, str]:
     if lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
         return _loc_solution(path, lines)
     labels: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
         # The separator is whichever comes first, a comma or white space: `a.JPEG,n01440764`
         # and `b.png tench, Tinca tinca` both read right. A quoted name goes through csv.
@@ -129,16 +151,26 @@ def read_label_file(path: Path, devkit: Path | None = None) -> dict[str, str]:
         name, label = name.strip(), label.strip()
         if not name or not label:
             raise UserError(f"label file {path} line {number} is not `name,label` or `name label`: {line!r}.")
-        labels[_stem(name)] = label
+        _add(labels, lines_of, _stem(name), label, path, number)
     return labels
 
 
+def _add(labels: dict[str, str], lines_of: dict[str, int], stem: str, label: str, path: Path, number: int) -> None:
+    """One image's label; the same image listed again with another label is refused (which one is right?)."""
+    if stem in labels and labels[stem] != label:
+        raise UserError(f"label file {path} gives {stem!r} two labels: {labels[stem]!r} on line {lines_of[stem]} and "
+                        f"{label!r} on line {number}.")
+    labels.setdefault(stem, label)
+    lines_of.setdefault(stem, number)
+
+
 def _loc_solution(path: Path, lines: list[str]) -> dict[str, str]:
-    labels = {}
+    labels: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
     for number, row in enumerate(csv.reader(lines[1:]), 2):
         if len(row) < 2 or not row[1].split():
             raise UserError(f"label file {path} line {number} has no PredictionString.")
-        labels[_stem(row[0])] = row[1].split()[0]
+        _add(labels, lines_of, _stem(row[0]), row[1].split()[0], path, number)
     return labels
 
 

@@ -16,6 +16,7 @@ import hashlib
 import multiprocessing
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +24,14 @@ import numpy as np
 
 from alexctl import __version__, rundir
 from alexctl.config import PreprocessOptions, to_dict
-from alexctl.console import ProgressFactory, no_progress
+from alexctl.console import ProgressFactory, log, no_progress
 from alexctl.data import shards as shard_ops
 from alexctl.data import stats as stats_ops
 from alexctl.data.labels import ClassList, image_stem, read_class_file, read_label_file, read_names
-from alexctl.data.sources import Item, sample_keys, scan
+from alexctl.data.sources import Item, printable, sample_keys, scan
 from alexctl.errors import UserError, WorkFailed
+from alexctl.stop import StopSignals, ignore_in_worker
 
-SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -47,46 +48,79 @@ class Inputs:
 def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOptions, *, workers: int,
                part: tuple[int, int] | None = None, force: bool = False, strict: bool = False,
                progress: ProgressFactory = no_progress) -> dict:
-    """Prepare `split` of `data_dir`; returns the summary that `--json` prints."""
+    """Prepare `split` of `data_dir`; returns the summary that `--json` prints.
+
+    Any failure (a stop signal, a full disk, --strict with skipped files, a bug) is recorded in the
+    split's failed.json, where `alexctl status` finds it; bad input is refused before anything is written."""
     started = time.monotonic()
     data = rundir.DataDir(Path(data_dir))
     split_dir = data.split(split)
     request = _request(inputs, options)
     if part is not None and force:
         raise UserError("--force cannot be combined with --part: redo the whole split without --part.")
+    if split_dir.manifest.exists() and not force:
+        return _already_done(split_dir, request, started)
+    if split != "train":
+        _check_disjoint_from_train(data, request)
+    plan, classes = _make_plan(inputs, data, split, options)  # bad input is refused here, before any change
+    rundir.check_writable(split_dir.root, "DATA_DIR")
     lock_path = split_dir.lock if part is None else split_dir.root / f".lock-part-{part[0]}-of-{part[1]}"
-    with rundir.DirectoryLock(lock_path, f"preprocess --split {split}") as lock:
-        if split_dir.manifest.exists() and not force:
+    with rundir.DirectoryLock(lock_path, f"preprocess --split {split}") as lock, \
+            (rundir.split_readers(split_dir.root, exclusive=True) if force else nullcontext()):
+        if split_dir.manifest.exists() and not force:  # finished by another process meanwhile
             return _already_done(split_dir, request, started)
-        if force:
-            _clear(data, split)
-        rundir.clear_failure(split_dir.failed)
-        if split == "val":
-            _check_disjoint_from_train(data, request)
-        plan, classes = _make_plan(inputs, data, split, options)
-        mine = [i for i in range(len(plan.shards)) if part is None or i % part[1] == part[0]]
-        todo = [i for i in mine if not _shard_done(split_dir, i, plan.digest)]
-        for i in todo:
-            for stale in split_dir.root.glob(f".shard-{i:06d}.*{rundir.TMP_MARK}*"):
-                stale.unlink(missing_ok=True)
-        processed = sum(len(plan.shards[i]) for i in todo)
-        if processed:
-            with progress(f"preprocess {split}", processed) as bar:
-                _write_shards(split_dir, plan, todo, classes, options, split == "train", workers, bar, lock)
-        complete = all(_shard_done(split_dir, i, plan.digest) for i in range(len(plan.shards)))
-        scope = range(len(plan.shards)) if complete else mine
-        sidecars = {i: rundir.load_npz(split_dir.shard_sidecar(i)) for i in scope}
-        summary = _summarise(split_dir, sidecars, plan, data, split, classes, processed, started, complete)
-        if complete:
-            _merge(data, split, plan, classes, sidecars, request, summary)
-        if strict and summary["skipped"]:
-            first = summary["skipped"][0]
-            message = (f"{len(summary['skipped'])} of {summary['found']} images could not be used "
-                       f"(first: {first['path']}: {first['reason']}), and --strict was given.")
-            rundir.record_failure(split_dir.failed, "preprocess", message)
-            split_dir.manifest.unlink(missing_ok=True)
-            raise WorkFailed(message)
+        with rundir.failures_recorded(split_dir.failed, "preprocess"), StopSignals() as stop:
+            if force:
+                _clear(data, split)
+            rundir.clear_failure(split_dir.failed)
+            summary = _prepare(split_dir, data, split, plan, classes, options, request, part, workers, progress,
+                               lock, stop, started)
+            if strict and summary["skipped"]:
+                first = summary["skipped"][0]
+                split_dir.manifest.unlink(missing_ok=True)
+                raise WorkFailed(f"{len(summary['skipped'])} of {summary['found']} images could not be used "
+                                 f"(first: {first['path']}: {first['reason']}), and --strict was given.",
+                                 summary=summary)
         return summary
+
+
+def _prepare(split_dir, data, split, plan, classes, options, request, part, workers, progress, lock, stop,
+             started) -> dict:
+    """Write this invocation's shards, then, when every shard of the split is done, merge it."""
+    mine = [i for i in range(len(plan.shards)) if part is None or i % part[1] == part[0]]
+    todo = [i for i in mine if not _shard_done(split_dir, i, plan.digest)]
+    for i in todo:
+        for stale in split_dir.root.glob(f".shard-{i:06d}.*{rundir.TMP_MARK}*"):
+            stale.unlink(missing_ok=True)
+    processed = sum(len(plan.shards[i]) for i in todo)
+    if processed:
+        with progress(f"preprocess {split}", processed) as bar:
+            _write_shards(split_dir, plan, todo, classes, options, split == "train", workers, bar, lock, stop)
+    complete = all(_shard_done(split_dir, i, plan.digest) for i in range(len(plan.shards)))
+    scope = range(len(plan.shards)) if complete else mine
+    sidecars = {i: rundir.load_npz(split_dir.shard_sidecar(i)) for i in scope}
+    summary = _summarise(split_dir, sidecars, plan, data, split, classes, processed, started, complete)
+    if complete:
+        _merge(data, split, plan, classes, sidecars, request, summary)
+    return summary
+
+
+def verify(data_dir: Path, split: str) -> dict:
+    """Check a complete split: every shard against its recorded SHA-256 and size, the index against the
+    manifest. A WorkFailed (exit 1) names what is damaged; the record goes to failed.json for `status`."""
+    split_dir = rundir.DataDir(Path(data_dir)).split(split)
+    if not split_dir.manifest.exists():
+        raise UserError(f"{split_dir.root} is not a complete {split} split (no manifest.json); nothing to verify.")
+    manifest = rundir.read_json(split_dir.manifest, "manifest")
+    problems = shard_ops.verify_split(split_dir.root, manifest)
+    summary = {"split": split, "data_dir": str(data_dir), "shards": len(manifest["shards"]), "problems": problems}
+    if problems:
+        message = (f"{len(problems)} problem(s) in {split_dir.root}: {'; '.join(problems[:3])}; "
+                   "preprocess it again with --force.")
+        rundir.record_failure(split_dir.failed, "preprocess --verify", message)
+        raise WorkFailed(message, summary=summary)
+    return {**summary, "detail": f"{len(manifest['shards'])} shards and the index match the manifest "
+                                 f"({manifest['written']} images)"}
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -127,7 +161,11 @@ def _labels(items: list[Item], inputs: Inputs) -> list[str]:
         missing = [it.relpath for it in items if image_stem(it.name) not in table]
         if missing:
             raise UserError(f"{len(missing)} images in {_names(inputs)} have no line in --labels {inputs.labels} "
-                            f"(first: {missing[0]}).")
+                            f"(first: {printable(missing[0])}).")
+        unused = len(table) - len({image_stem(it.name) for it in items})
+        if unused:
+            log(f"--labels {inputs.labels} lists {unused} images that {_names(inputs)} does not hold "
+                "(labelled, but not found); they are ignored.")
         return [table[image_stem(it.name)] for it in items]
     flat = [it.relpath for it in items if it.folder is None]
     if flat:
@@ -215,7 +253,7 @@ def _shard_done(split_dir: rundir.SplitDir, i: int, digest: str) -> bool:
     return str(meta["plan"]) == digest and int(meta["tar_bytes"]) == shard.stat().st_size
 
 
-def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, bar, lock) -> None:
+def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, bar, lock, stop) -> None:
     tasks, remaining = [], {}
     for i in todo:
         shard_tasks = shard_ops.chunk_tasks(plan, i, classes.wnids, options.size, options.quality,
@@ -224,7 +262,7 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
         remaining[i] = len(shard_tasks)
     pending: list = []
     written = 0
-    for result in _map(shard_ops.process_chunk, tasks, workers):
+    for result in _map(shard_ops.process_chunk, tasks, workers, stop):
         shard_index = result[0]
         pending.append(result)
         bar.advance(len(result[2]) + len(result[3]))
@@ -236,20 +274,28 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
             pending = []
             written += 1
             lock.update(shards_written=written, shards_to_write=len(todo))  # for `alexctl status`
+        stop.check(f"after {written} of {len(todo)} shards; every finished shard is kept: run the same command "
+                   "again to finish")
 
 
-def _map(fn, tasks, workers):
-    """fn over tasks, results in task order, on `workers` processes (1: in this process)."""
+def _map(fn, tasks, workers, stop: StopSignals):
+    """fn over tasks, results in task order, on `workers` processes (1: in this process).
+
+    A stop (SIGINT, SIGTERM) is noticed within half a second even while a result is awaited: Ctrl-C reaches
+    the workers too (they ignore it and the parent ends them), and a SIGTERM sent to the whole process group
+    (timeout, systemd) kills workers whose tasks would otherwise never report back."""
     if workers <= 1 or len(tasks) <= 1:
         yield from map(fn, tasks)
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["alexctl.data.shards", "alexctl.data.image"])  # workers start with torch and numpy imported
-    # One thread per worker for BLAS and OpenMP: parallelism comes from the workers, and
-    # oversubscribed threads made preprocessing three times slower (measured, 2 cores).
-    # The variables must be set before the fork server starts; it keeps them.
-    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
-    os.environ.update({k: "1" for k in _THREAD_VARIABLES})
+    # The variables must be set before the fork server starts; it keeps them. One thread per worker for
+    # BLAS and OpenMP: parallelism comes from the workers, and oversubscribed threads made preprocessing
+    # three times slower (measured, 2 cores). PYTHONSAFEPATH: the server must not put the current directory
+    # first on its path, or a folder named `alexctl` there (the parent of a clone) shadows the installed
+    # package and every worker dies on import, forever respawned.
+    saved = {k: os.environ.get(k) for k in _SERVER_VARIABLES}
+    os.environ.update({k: "1" for k in _SERVER_VARIABLES})
     try:
         pool = context.Pool(min(workers, len(tasks)), initializer=_worker_init)
     finally:
@@ -258,16 +304,30 @@ def _map(fn, tasks, workers):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with pool:
-        yield from pool.imap(fn, tasks, chunksize=1)
+    try:
+        results = pool.imap(fn, tasks, chunksize=1)
+        for _ in tasks:
+            while True:
+                try:
+                    result = results.next(timeout=0.5)
+                    break
+                except multiprocessing.TimeoutError:
+                    stop.check("while shards were being written; every finished shard is kept: run the same "
+                               "command again to finish")
+            yield result
+        pool.close()
+    finally:
+        pool.terminate()  # a stop, an error or the end: no worker outlives the command
+        pool.join()
 
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_SERVER_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONSAFEPATH")
 
 
 def _worker_init() -> None:
     import torch
 
+    ignore_in_worker()  # Ctrl-C reaches the whole process group: the parent stops the pool, not the workers
     torch.set_num_threads(1)
 
 
@@ -286,8 +346,9 @@ def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars:
         offset=np.concatenate([s["offsets"] for s in sidecars]),
         size=np.concatenate([s["sizes"] for s in sidecars]),
     )
-    if split == "train":
+    if split == "train" or not data.classes.exists():  # a split preprocessed alone (--classes) can be evaluated
         rundir.write_json(data.classes, classes.to_json())
+    if split == "train":
         acc = stats_ops.StatsAccumulator.empty(request["options"]["size"])
         for s in sidecars:
             acc.merge(stats_ops.StatsAccumulator.from_arrays(s))
@@ -302,7 +363,7 @@ def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars:
         "kind": "data-split",
         "split": split,
         "alexctl_version": __version__,
-        "created": rundir._now(),
+        "created": rundir.now(),
         **request,
         "plan": plan.digest,
         "identity": hashlib.sha256("".join(shard_hashes).encode()).hexdigest(),
@@ -314,6 +375,7 @@ def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars:
         "shards": [{"path": split_dir.shard(i).name, "samples": int(len(s["keys"])), "bytes": int(s["tar_bytes"]),
                     "sha256": h} for i, (s, h) in enumerate(zip(sidecars, shard_hashes))],
         "index": split_dir.index.name,
+        "index_sha256": rundir.file_sha256(split_dir.index),
         "stats": data.stats.name if split == "train" else None,
         "seconds": summary["seconds"],
     }
@@ -388,7 +450,7 @@ def _clear(data: rundir.DataDir, split: str) -> None:
     split_dir = data.split(split)
     if split_dir.root.is_dir():
         for p in split_dir.root.iterdir():
-            if p.name != split_dir.lock.name and p.is_file():
+            if p.name not in (split_dir.lock.name, ".readers") and p.is_file():
                 p.unlink()
     if split == "train":
         for p in (data.classes, data.stats, data.stats_summary):

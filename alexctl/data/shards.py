@@ -17,10 +17,11 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from alexctl.data.sources import Item, read_bytes
+from alexctl.data.sources import Item, printable, read_bytes
 from alexctl.data.stats import StatsAccumulator
 
 CHUNK = 32  # images per worker task: small enough to balance, large enough to amortise IPC
@@ -79,17 +80,17 @@ def process_chunk(task: tuple) -> tuple:
         try:
             prepared = image_ops.prepare(read_bytes(item), size, fast=fast)
         except image_ops.UnreadableImage as e:
-            skipped.append((item.relpath, str(e)))
+            skipped.append((printable(item.relpath), str(e)))
             continue
         except OSError as e:
-            skipped.append((item.relpath, f"cannot be read: {e.strerror or e}"))
+            skipped.append((printable(item.relpath), f"cannot be read: {e.strerror or e}"))
             continue
         jpeg = image_ops.encode_jpeg(prepared.pixels, quality)
-        meta = {"source": item.relpath, "class": wnid, "width": prepared.width, "height": prepared.height}
+        meta = {"source": printable(item.relpath), "class": wnid, "width": prepared.width, "height": prepared.height}
         # WebDataset's member order within a sample: extensions sorted, as its TarWriter writes them.
         for ext, data in (("cls", str(label).encode()), ("jpg", jpeg), ("json", json.dumps(meta).encode())):
             if ext == "jpg":
-                entries.append((key, label, item.relpath, tar.offset + tarfile.BLOCKSIZE, len(jpeg)))
+                entries.append((key, label, printable(item.relpath), tar.offset + tarfile.BLOCKSIZE, len(jpeg)))
             tar.addfile(_member(f"{key}.{ext}", len(data)), io.BytesIO(data))
         if acc is not None:
             acc.add_image(prepared.pixels)
@@ -139,6 +140,37 @@ def build_shard(plan_digest: str, shard_index: int, chunks: list[tuple]) -> tupl
     if acc is not None:
         sidecar.update(acc.to_arrays())
     return data, sidecar
+
+
+def verify_split(root: Path, manifest: dict) -> list[str]:
+    """What does not match a complete split's manifest: each shard's size and SHA-256, and the index (its
+    SHA-256 when recorded, its length, and every sample's byte range inside its shard). [] when all match."""
+    from alexctl import rundir
+
+    root = Path(root)
+    problems = []
+    for i, shard in enumerate(manifest["shards"]):
+        path = root / shard["path"]
+        if not path.is_file():
+            problems.append(f"{shard['path']} is missing")
+        elif path.stat().st_size != shard["bytes"]:
+            problems.append(f"{shard['path']} has {path.stat().st_size} bytes, not the {shard['bytes']} recorded")
+        elif rundir.file_sha256(path) != shard["sha256"]:
+            problems.append(f"{shard['path']} does not match its recorded SHA-256 (its bytes changed)")
+    index = root / manifest.get("index", "index.npz")
+    if "index_sha256" in manifest and index.is_file() and rundir.file_sha256(index) != manifest["index_sha256"]:
+        problems.append(f"{index.name} does not match its recorded SHA-256")
+    try:
+        z = rundir.load_npz(index, "split index")
+        sizes = np.array([s["bytes"] for s in manifest["shards"]], np.int64)
+        ok = (len(z["keys"]) == manifest["written"] and len(z["shard"]) == len(z["keys"])
+              and (z["shard"] >= 0).all() and (z["shard"] < len(sizes)).all()
+              and (z["offset"] >= 0).all() and (z["offset"] + z["size"] <= sizes[z["shard"]]).all())
+        if not ok:
+            problems.append(f"{index.name} does not describe the {manifest['written']} samples of the shards")
+    except Exception as e:  # a truncated file: zipfile, numpy and KeyError all possible
+        problems.append(f"{index.name} cannot be read: {e}")
+    return problems
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

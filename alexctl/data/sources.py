@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from alexctl.data.labels import IMAGE_EXTENSIONS
+from alexctl.data.ranges import read_range
 from alexctl.errors import UserError
 
 MAX_IN_MEMORY_BYTES = 8 << 30
@@ -78,17 +79,8 @@ def read_bytes(item: Item) -> bytes:
             return f.read()
     if kind == "range":
         _, path, offset, size = item.where
-        fd = _open_fds.get(path)
-        if fd is None:
-            fd = _open_fds[path] = os.open(path, os.O_RDONLY)
-        data = os.pread(fd, size, offset)
-        if len(data) != size:
-            raise OSError(f"{path} ended early (wanted {size} bytes at {offset})")
-        return data
+        return read_range(path, offset, size)
     return item.where[1]
-
-
-_open_fds: dict[str, int] = {}  # per process: one descriptor per tar, shared by its reads
 
 
 def is_image_name(name: str) -> bool:
@@ -99,15 +91,28 @@ def is_image_name(name: str) -> bool:
 
 
 def _scan_folder(root: Path) -> list[Item]:
+    """Every image below `root`. Symbolic links are followed (a class folder may link to images elsewhere), but
+    each real directory is visited once: a link loop (`sub -> .`) cannot multiply the images."""
     items = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    visited: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unlistable):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in visited:
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(root)
         for name in filenames:
             if is_image_name(name):
                 relpath = (rel / name).as_posix()
                 items.append(Item(relpath, ("file", os.path.join(dirpath, name))))
     return items
+
+
+def _unlistable(error: OSError) -> None:
+    """os.walk's onerror: a folder that cannot be listed would lose its images silently."""
+    raise UserError(f"SOURCE folder {printable(str(error.filename))} cannot be listed: {error.strerror or error}.")
 
 
 def _scan_tar(path: Path) -> list[Item]:
@@ -182,6 +187,12 @@ def _step_into_shared_folder(items: list[Item]) -> list[Item]:
         items = [Item(it.relpath.split("/", 1)[1], it.where) for it in items]
 
 
+def printable(name: str) -> str:
+    """A file name as it can be shown and stored as text: bytes that are not UTF-8 (which Python keeps as
+    surrogate escapes) become U+FFFD, so the name can be printed, logged and written to JSON."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 # ---------------------------------------------------------------- sample keys
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-/,'+=@~()]")
@@ -201,12 +212,14 @@ def sample_keys(items: list[Item]) -> list[str]:
         stem = it.relpath.rsplit(".", 1)[0]
         key = _KEY_UNSAFE.sub("_", stem)
         if key != stem or len(key.encode()) > _KEY_MAX:
-            digest = hashlib.sha1(it.relpath.encode()).hexdigest()[:8]
+            # A name that is not valid UTF-8 reaches Python with surrogate escapes: hash its original bytes.
+            digest = hashlib.sha1(it.relpath.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             key = key.encode()[: _KEY_MAX - 9].decode(errors="ignore") + "_" + digest
         keys.append(key)
     seen: dict[str, int] = {}
     for i, key in enumerate(keys):
         if key in seen:
-            raise UserError(f"images {items[seen[key]].relpath!r} and {items[i].relpath!r} map to the same key {key!r}.")
+            raise UserError(f"images {printable(items[seen[key]].relpath)!r} and {printable(items[i].relpath)!r} map to "
+                            f"the same key {key!r}.")
         seen[key] = i
     return keys

@@ -1,0 +1,121 @@
+"""alexctl/rundir.py: atomic files, the JSON-lines log, locks, the readers' lock, failure records and the
+names of evaluation files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from alexctl import rundir
+from alexctl.errors import UserError, WorkFailed
+
+
+def test_atomic_writes_leave_no_temporaries_and_replace_whole_files(tmp_path):
+    target = tmp_path / "a" / "b.json"
+    rundir.write_json(target, {"x": 1})
+    rundir.write_json(target, {"x": 2})
+    assert json.loads(target.read_text()) == {"x": 2} and sorted(p.name for p in target.parent.iterdir()) == ["b.json"]
+    rundir.save_npz(tmp_path / "z.npz", a=np.arange(3))
+    assert rundir.load_npz(tmp_path / "z.npz")["a"].tolist() == [0, 1, 2]
+    (tmp_path / f".c.json{rundir.TMP_MARK}123").write_text("half")  # what a killed writer leaves
+    assert rundir.remove_temporaries(tmp_path) == 1
+
+
+def test_a_jsonl_line_cut_short_is_dropped(tmp_path):
+    log = tmp_path / "m.jsonl"
+    rundir.append_jsonl(log, {"epoch": 1})
+    with open(log, "a") as f:
+        f.write('{"epoch": 2, "lo')  # a kill in the middle of a write
+    assert rundir.read_jsonl(log) == [{"epoch": 1}]
+
+
+def test_unreadable_files_are_user_errors_naming_them(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="bad.json cannot be read"):
+        rundir.read_json(tmp_path / "bad.json", "manifest")
+    with pytest.raises(UserError, match="missing.npz does not exist"):
+        rundir.load_npz(tmp_path / "missing.npz")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match="cut.pt cannot be read"):
+        rundir.load_torch(tmp_path / "cut.pt")
+
+
+def test_load_torch_runs_no_pickled_code(tmp_path):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="cannot be read"):
+        rundir.load_torch(tmp_path / "evil.pt")
+
+
+def test_a_directory_lock_is_exclusive_and_a_dead_holders_lock_is_stale(tmp_path):
+    lock = tmp_path / ".lock"
+    with rundir.DirectoryLock(lock, "train") as held:
+        held.update(epoch=2)
+        assert rundir.lock_state(lock) == "held" and rundir.lock_holder(lock)["epoch"] == 2
+        with pytest.raises(UserError, match="in use by another alexctl process"):
+            with rundir.DirectoryLock(lock, "train"):
+                pass
+    assert rundir.lock_state(lock) == "free"
+    lock.write_text(json.dumps({"pid": 999999}))  # the record a killed process leaves
+    assert rundir.lock_state(lock) == "stale"
+
+
+def test_readers_share_a_split_and_force_waits_for_none(tmp_path):
+    with rundir.split_readers(tmp_path), rundir.split_readers(tmp_path):  # two readers at once
+        with pytest.raises(UserError, match="being read by a training run"):
+            with rundir.split_readers(tmp_path, exclusive=True):
+                pass
+    with rundir.split_readers(tmp_path, exclusive=True):
+        # Another process: a reader cannot start while the split is rewritten.
+        code = ("import sys; from alexctl import rundir\n"
+                f"try:\n    rundir.split_readers({str(tmp_path)!r}).__enter__()\n"
+                "except Exception as e:\n    print(e); sys.exit(3)")
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.returncode == 3 and "being rewritten" in other.stdout
+
+
+def test_failures_are_recorded_but_bad_input_is_not(tmp_path):
+    failed = tmp_path / "failed.json"
+    with pytest.raises(UserError):
+        with rundir.failures_recorded(failed, "train"):
+            raise UserError("bad option")
+    assert not failed.exists()
+    with pytest.raises(WorkFailed):
+        with rundir.failures_recorded(failed, "train"):
+            raise WorkFailed("stopped by SIGTERM")
+    assert json.loads(failed.read_text())["error"] == "stopped by SIGTERM"
+    with pytest.raises(OSError):
+        with rundir.failures_recorded(failed, "train"):
+            raise OSError(28, "No space left on device", "/data/shard-000001.tar")
+    assert json.loads(failed.read_text())["error"] == "No space left on device: /data/shard-000001.tar"
+
+
+def test_writability_is_checked_before_work(tmp_path):
+    rundir.check_writable(tmp_path / "new" / "eval", "the run's eval folder")
+    assert (tmp_path / "new" / "eval").is_dir() and not list((tmp_path / "new" / "eval").iterdir())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="file/eval cannot be written"):
+        rundir.check_writable(tmp_path / "file" / "eval", "the run's eval folder")
+
+
+def test_evaluation_names_keep_other_data_apart(tmp_path):
+    run = rundir.RunDir(tmp_path)
+    assert run.predictions(rundir.Evaluation()).name == "val-10crop.npz"
+    assert run.eval_metrics(rundir.Evaluation("val", 1, "last")).name == "val-1crop-last.json"
+    other = rundir.Evaluation("test", 10, "", rundir.data_name(tmp_path / "new photos", "ab12cd34ef"))
+    assert run.top5(other).name == "test-10crop@new_photos-ab12cd34-top5.tsv"
+
+
+def test_file_sha256(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    assert rundir.file_sha256(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
