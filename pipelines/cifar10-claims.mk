@@ -10,9 +10,9 @@
 #   make -f pipelines/cifar10-claims.mk            # both claims -> out/cifar10/claims.md
 #
 # On a 2-core CPU one epoch of 45,000 images takes a few minutes; on a GPU, seconds.
-include pipelines/common.mk
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
-CIFAR     ?= ../shared/data/cifar10-jpeg/train.tar.gz
+CIFAR     ?= $(SHARED)/cifar10-jpeg/train.tar.gz
 OUT       ?= out/cifar10
 DATA      := $(OUT)/data
 LR_RELU   ?= 0.01
@@ -48,15 +48,17 @@ $(OUT)/runs/%/eval/val-10crop.json: $(OUT)/runs/%/run.json
 	$(ALEXCTL) eval $(OUT)/runs/$* --crops 10
 
 $(OUT)/claims.md: $(OUT)/runs/relu/run.json $(OUT)/runs/tanh/run.json $(OUT)/runs/lrn/eval/val-10crop.json $(OUT)/runs/nolrn/eval/val-10crop.json
-	$(PY) pipelines/table.py $@ --reach 0.25 --title "CIFAR-10 claims (Figure 1: ReLU vs tanh; section 3.3: LRN)" \
+	$(ALEXCTL) report --reach 0.25 --title "CIFAR-10 claims (Figure 1: ReLU vs tanh; section 3.3: LRN)" \
+	  --images 0 --neighbours 0 --out $(OUT)/claims \
 	  "ReLU (lr $(LR_RELU))=$(OUT)/runs/relu" "tanh (lr $(LR_TANH))=$(OUT)/runs/tanh" \
 	  "with LRN=$(OUT)/runs/lrn" "without LRN=$(OUT)/runs/nolrn"
+	cp $(OUT)/claims/report.md $@
 
 # Three learning rates per activation, 10 epochs each: pick the fastest for LR_RELU / LR_TANH.
 SWEEP_LRS ?= 0.003 0.01 0.03
 sweep: $(foreach a,relu tanh,$(foreach l,$(SWEEP_LRS),$(OUT)/sweep/$(a)-$(l)/run.json))
-	$(PY) pipelines/table.py $(OUT)/sweep.md --reach 0.25 --title "Figure 1 learning-rate sweep" \
-	  $(foreach a,relu tanh,$(foreach l,$(SWEEP_LRS),"$(a) lr $(l)=$(OUT)/sweep/$(a)-$(l)"))
+	$(ALEXCTL) report --reach 0.25 --title "Figure 1 learning-rate sweep" --images 0 --neighbours 0 \
+	  --out $(OUT)/sweep $(foreach a,relu tanh,$(foreach l,$(SWEEP_LRS),"$(a) lr $(l)=$(OUT)/sweep/$(a)-$(l)"))
 
 $(OUT)/sweep/%/run.json: $(DATA)/val/manifest.json
 	$(ALEXCTL) train $(OUT)/sweep/$* --data $(DATA) $(FIG1) --epochs 10 \

@@ -13,20 +13,20 @@
 # quality 95) + ~1.6 GB (val); each run directory ~0.5 GB per kept checkpoint (--keep).
 # Time: preprocess ~1.3 M images at ~300 images/s per core; training 90 epochs x 1.28 M
 # images per model -- at the paper's network's measured rate on your GPU (alexctl bench).
-include pipelines/common.mk
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 TRAIN_SRC  ?= $(error set TRAIN_SRC to ILSVRC2012_img_train.tar or the extracted train folder)
 VAL_SRC    ?= $(error set VAL_SRC to the val images (tar or folder))
 VAL_LABELS ?= $(error set VAL_LABELS to LOC_val_solution.csv or another label file)
 VAL_FLAGS  ?=
-SYNSETS    ?= ../shared/data/synsets.txt
+SYNSETS    ?= $(SHARED)/synsets.txt
 OUT        ?= out/ilsvrc2012
 SEEDS      ?= 0 1 2 3 4
 TRAIN      ?=
 DATA       := $(OUT)/data
 TOP5       := 50
 
-include pipelines/seeds.mk
+include $(PIPELINES)seeds.mk
 .DEFAULT_GOAL := all
 
 .PHONY: all data runs

@@ -7,11 +7,11 @@
 #   make -f pipelines/imagenette.mk IMAGENETTE=/data/imagenette2 SRC=/data/imagenette2/train
 #
 # 90 epochs of 8,500 images is ~770 k samples per model: hours on one GPU, days on a CPU.
-include pipelines/common.mk
+include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
-IMAGENETTE ?= ../shared/data/imagenette-224
+IMAGENETTE ?= $(SHARED)/imagenette-224
 SRC        ?= $(IMAGENETTE)/train-1of2.tar $(IMAGENETTE)/train-2of2.tar
-SYNSETS    ?= ../shared/data/synsets.txt
+SYNSETS    ?= $(SHARED)/synsets.txt
 OUT        ?= out/imagenette
 SEEDS      ?= 0 1 2 3 4
 EPOCHS     ?= 90
@@ -20,7 +20,7 @@ TRAIN      := --epochs $(EPOCHS) $(EXTRA)
 DATA       := $(OUT)/data
 TOP5       := 20
 
-include pipelines/seeds.mk
+include $(PIPELINES)seeds.mk
 .DEFAULT_GOAL := all
 
 .PHONY: all data runs evals

@@ -1,11 +1,13 @@
 # The rules every model pipeline shares, for the data directory DATA and the seeds SEEDS:
-#   train OUT/runs/seedN -> eval it with 1 and 10 crops -> ensemble OUT/ensemble -> OUT/report.
-# Include it after setting OUT, DATA, SEEDS, TRAIN (flags for every training run) and TOP5.
+#   train OUT/runs/seedN -> eval it with 1 and 10 crops -> ensemble OUT/ensemble (two seeds or more)
+#   -> OUT/report. Include it after setting OUT, DATA, SEEDS, TRAIN (flags for every training run) and TOP5.
 RUNS := $(foreach s,$(SEEDS),$(OUT)/runs/seed$(s))
 EVALS := $(foreach r,$(RUNS),$(r)/eval/val-10crop.json $(r)/eval/val-1crop.json)
 TOP5 ?= 20
+# One seed: no ensemble (it needs two models); the report shows the run.
+ENSEMBLE := $(if $(word 2,$(SEEDS)),$(OUT)/ensemble/run.json,)
 
-$(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json
+$(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json $(call flags-stamp,$(OUT)/train-flags.txt,$(TRAIN))
 	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(DATA) --seed $* $(TRAIN)
 
 $(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
@@ -17,5 +19,5 @@ $(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json
 $(OUT)/ensemble/run.json: $(EVALS)
 	$(ALEXCTL) ensemble $(RUNS) --out $(OUT)/ensemble --crops 10
 
-$(OUT)/report/report.md: $(OUT)/ensemble/run.json
-	$(ALEXCTL) report $(RUNS) $(OUT)/ensemble --out $(OUT)/report
+$(OUT)/report/report.md: $(EVALS) $(ENSEMBLE)
+	$(ALEXCTL) report $(RUNS) $(if $(ENSEMBLE),$(OUT)/ensemble) --out $(OUT)/report
