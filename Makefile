@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # torch 2.14.1 / torchvision 0.29.1 lie on the build machines' disk (pip takes them from there).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all demo test install bench docs clean
+.PHONY: all demo test quick install bench docs gpu-check gpu-claims clean
 
 all: test
 
@@ -21,17 +21,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole suite (CI runs this).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# A quick loop while editing: everything but the tests marked slow (whole commands in subprocesses,
+# pipelines, training runs of several epochs).
+quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(MAKE) -f pipelines/demo.mk PY=$(abspath $(PY))
 
+# Where the time goes on this machine (docs/benchmarks.md): the training and evaluation paths on a
+# small generated data set, then preprocess's image path against a naive PIL loop.
 bench: $(STAMP)
-	$(MAKE) -f pipelines/bench.mk PY=$(abspath $(PY))
+	$(PY) -m alexctl bench
+	$(PY) -m alexctl bench --preprocess ../shared/data/imagenet-samples
 
 docs: $(STAMP)
 	$(PY) -m alexctl.docgen
+
+# On a GPU machine (docs/benchmarks.md, "The GPU check"): every speed figure, and the paper's recipe
+# on Imagenette against the stock torchvision recipe, into out/gpu-check/. On a CPU: a small dry run.
+gpu-check:
+	$(MAKE) -f pipelines/gpu-check.mk
+
+# On a GPU machine, after gpu-check (docs/results.md): the paper's claims, each measured, into
+# out/gpu-claims/. On a CPU: a miniature run.
+gpu-claims:
+	$(MAKE) -f pipelines/gpu-claims.mk
 
 clean:
 	rm -rf demo out .pytest_cache
