@@ -160,7 +160,8 @@ class RuntimeOptions(_Validated):
     devices: str = "auto"  # auto, cpu, cuda:0, or two devices for the two-column split
     precision: Precision = "auto"  # bf16 autocast on CUDA, fp32 on the CPU
     channels_last: Switch = "auto"  # on for CUDA
-    compile: bool = False  # torch.compile the network
+    compile: bool = False  # torch.compile the training step's forward and loss, and evaluation's forward
+    cuda_graphs: bool = False  # with compile on CUDA: mode "reduce-overhead" (CUDA graphs replay the step)
     decode: Decode = "auto"  # JPEG decoding for the disk path: loader workers (cpu) or nvJPEG (gpu)
     residency: Residency = "auto"  # where a split is held while it is read (alexctl.data.loader)
     workers: int = setting(-1, min=-1)  # data loader processes (-1: auto)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, COMPILE, CONV_FORM, DATA, DECODE, DEVICES, JSON, LOADER_WORKERS,
+from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, COMPILE, CONV_FORM, DATA, DECODE, DEVICES, JSON, LOADER_WORKERS,
                                  LRN_IMPL, MODEL, PRECISION, RESIDENCY, emit, runtime_options)
+
+from alexctl.config import ConvForm, Decode, LrnImpl, Precision, Residency, Switch
 
 
 def command(
@@ -30,14 +32,15 @@ def command(
     stock: bool = typer.Option(True, "--stock/--no-stock", rich_help_panel=MODEL,
                                help="Also measure the stock torchvision pipeline (the baseline)."),
     devices: str = DEVICES,
-    precision: str = PRECISION,
-    channels_last: str = CHANNELS_LAST,
+    precision: Precision = PRECISION,
+    channels_last: Switch = CHANNELS_LAST,
     compile: bool = COMPILE,
-    decode: str = DECODE,
-    residency: str = RESIDENCY,
+    cuda_graphs: bool = CUDA_GRAPHS,
+    decode: Decode = DECODE,
+    residency: Residency = RESIDENCY,
     workers: int = LOADER_WORKERS,
-    lrn_impl: str = LRN_IMPL,
-    conv_form: str = CONV_FORM,
+    lrn_impl: LrnImpl = LRN_IMPL,
+    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
 ) -> None:
     """Measure, in one run on the same images, the data path alone, the network on synthetic input,

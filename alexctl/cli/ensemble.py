@@ -9,6 +9,7 @@ import typer
 
 from alexctl.cli.options import (CHANNELS_LAST, CONV_FORM, DATA, DECODE, DEVICES, FORCE, JSON, LOADER_WORKERS,
                                  LRN_IMPL, OUTPUT, PRECISION, RESIDENCY, emit, error_line, runtime_options)
+from alexctl.config import ConvForm, Decode, LrnImpl, Precision, Residency, Switch
 from alexctl.console import progress
 
 
@@ -29,13 +30,13 @@ def command(
                                    help="For members evaluated now."),
     force: bool = FORCE,
     devices: str = DEVICES,
-    precision: str = PRECISION,
-    channels_last: str = CHANNELS_LAST,
-    decode: str = DECODE,
-    residency: str = RESIDENCY,
+    precision: Precision = PRECISION,
+    channels_last: Switch = CHANNELS_LAST,
+    decode: Decode = DECODE,
+    residency: Residency = RESIDENCY,
     workers: int = LOADER_WORKERS,
-    lrn_impl: str = LRN_IMPL,
-    conv_form: str = CONV_FORM,
+    lrn_impl: LrnImpl = LRN_IMPL,
+    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
 ) -> None:
     """Average the softmax predictions of several networks (the paper's 5 and 7 CNNs), each model

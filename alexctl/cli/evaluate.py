@@ -7,8 +7,9 @@ from typing import Literal
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, COMPILE, CONV_FORM, DATA, DECODE, DEVICES, FORCE, JSON, LOADER_WORKERS,
+from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, COMPILE, CONV_FORM, DATA, DECODE, DEVICES, FORCE, JSON, LOADER_WORKERS,
                                  LRN_IMPL, OUTPUT, PRECISION, RESIDENCY, emit, error_line, runtime_options)
+from alexctl.config import ConvForm, Decode, LrnImpl, Precision, Residency, Switch
 from alexctl.console import progress
 
 Crops = Literal["10", "1"]
@@ -32,14 +33,15 @@ def command(
                              "Figure 4, left, in text)."),
     force: bool = FORCE,
     devices: str = DEVICES,
-    precision: str = PRECISION,
-    channels_last: str = CHANNELS_LAST,
+    precision: Precision = PRECISION,
+    channels_last: Switch = CHANNELS_LAST,
     compile: bool = COMPILE,
-    decode: str = DECODE,
-    residency: str = RESIDENCY,
+    cuda_graphs: bool = CUDA_GRAPHS,
+    decode: Decode = DECODE,
+    residency: Residency = RESIDENCY,
     workers: int = LOADER_WORKERS,
-    lrn_impl: str = LRN_IMPL,
-    conv_form: str = CONV_FORM,
+    lrn_impl: LrnImpl = LRN_IMPL,
+    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
 ) -> None:
     """Ten-crop top-1/top-5 error of a trained run (the paper's test protocol), and the per-image

@@ -32,10 +32,13 @@ PRECISION: Precision = typer.Option(_R.precision, "--precision", rich_help_panel
 CHANNELS_LAST: Switch = typer.Option(_R.channels_last, "--channels-last", rich_help_panel=RUNTIME,
                                      help="Channels-last memory layout: auto (on for CUDA), on or off.")
 COMPILE = typer.Option(_R.compile, "--compile/--no-compile", rich_help_panel=RUNTIME,
-                       help="torch.compile the network.")
+                       help="torch.compile the training step's forward and loss, and evaluation's forward.")
+CUDA_GRAPHS = typer.Option(_R.cuda_graphs, "--cuda-graphs/--no-cuda-graphs", rich_help_panel=RUNTIME,
+                           help="With --compile on CUDA: replay the compiled step as CUDA graphs (mode "
+                           "reduce-overhead).")
 DECODE: Decode = typer.Option(_R.decode, "--decode", rich_help_panel=RUNTIME,
-                              help="JPEG decoding when the split is read from disk: auto (cpu), cpu (loader "
-                              "workers) or gpu (nvJPEG).")
+                              help="JPEG decoding: auto (gpu on CUDA, else cpu), cpu (libjpeg-turbo: loader "
+                              "workers or threads) or gpu (nvJPEG, in batches on the device).")
 RESIDENCY: Residency = typer.Option(_R.residency, "--residency", rich_help_panel=RUNTIME,
                                     help="Where a split is held while it is read: auto (picked by size, and said), "
                                     "disk (shards, loader workers), jpeg (encoded bytes in memory, decoded on the "

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, COMPILE, CONV_FORM, DATA, DECODE,
+from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, COMPILE, CONV_FORM, DATA, DECODE,
                                  DETERMINISTIC, DEVICES, JSON, KEEP, LOADER_WORKERS, LRN_IMPL, MODEL, OPTIMISATION,
                                  PRECISION, RESIDENCY, emit, error_line, given, pick, runtime_options)
-from alexctl.config import (Activation, AlphaReading, Arch, CheckpointOptions, ModelConfig, Pooling, TrainConfig,
+from alexctl.config import (ConvForm, Decode, LrnImpl, Precision, Residency, Switch, Activation, AlphaReading, Arch, CheckpointOptions, ModelConfig, Pooling, TrainConfig,
                             TrainCrop, UpdateRule)
 from alexctl.console import progress
 
@@ -75,14 +75,15 @@ def command(
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
     checkpoint_steps: int = CHECKPOINT_STEPS,
     devices: str = DEVICES,
-    precision: str = PRECISION,
-    channels_last: str = CHANNELS_LAST,
+    precision: Precision = PRECISION,
+    channels_last: Switch = CHANNELS_LAST,
     compile: bool = COMPILE,
-    decode: str = DECODE,
-    residency: str = RESIDENCY,
+    cuda_graphs: bool = CUDA_GRAPHS,
+    decode: Decode = DECODE,
+    residency: Residency = RESIDENCY,
     workers: int = LOADER_WORKERS,
-    lrn_impl: str = LRN_IMPL,
-    conv_form: str = CONV_FORM,
+    lrn_impl: LrnImpl = LRN_IMPL,
+    conv_form: ConvForm = CONV_FORM,
     deterministic: bool = DETERMINISTIC,
     as_json: bool = JSON,
 ) -> None:
