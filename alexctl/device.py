@@ -156,20 +156,26 @@ def build_model(config: ModelConfig, num_classes: int, runtime: Runtime, state_d
     return net
 
 
-def forward_of(net: torch.nn.Module, runtime: Runtime, *, distributed: bool = False):
-    """What to call for a forward pass: the net, wrapped for DDP (training under torchrun) and compiled."""
-    model = net
-    if distributed and runtime.world > 1:
-        ids = [runtime.primary] if len(runtime.devices) == 1 and runtime.is_cuda else None
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    return compiled(model, runtime)
+def distributed(net: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """The net wrapped for data-parallel training under torchrun (DDP), or the net itself with one process."""
+    if runtime.world == 1:
+        return net
+    ids = [runtime.primary] if len(runtime.devices) == 1 and runtime.is_cuda else None
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
 
-def compiled(fn, runtime: Runtime):
-    """`fn` compiled as the runtime asks (torch.compile; CUDA graphs with --cuda-graphs), or `fn` itself."""
+def forward_of(net: torch.nn.Module, runtime: Runtime):
+    """What evaluation calls for a forward pass: the net, compiled if the runtime asks."""
+    return compiled(net, runtime)
+
+
+def compiled(fn, runtime: Runtime, *, fullgraph: bool = False, backend: str | None = None):
+    """`fn` compiled as the runtime asks (torch.compile; CUDA graphs with --cuda-graphs), or `fn` itself.
+    `backend`: Inductor by default; tests pass "aot_eager_decomp_partition" to check a graph on the CPU."""
     if not runtime.compile:
         return fn
-    return torch.compile(fn, mode="reduce-overhead" if runtime.cuda_graphs else None)
+    mode = "reduce-overhead" if runtime.cuda_graphs else None
+    return torch.compile(fn, fullgraph=fullgraph, mode=mode, **({"backend": backend} if backend else {}))
 
 
 def reading(runtime: Runtime, *, residency: str | None = None) -> dict:

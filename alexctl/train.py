@@ -58,7 +58,7 @@ def train(data_dir: Path, run_dir: Path, model_config: ModelConfig, config: Trai
     optimizer = build_optimizer(net, rule=config.update_rule, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, decay_biases=config.decay_biases)
     schedule = parse_schedule(config.schedule, config.lr)
-    step = make_train_step(device_ops.forward_of(net, runtime, distributed=True), optimizer, runtime)
+    step = make_train_step(device_ops.distributed(net, runtime), optimizer, runtime)
     augmenter = Augmenter.of(data, model_config, config, runtime)
     run = rundir.RunDir(Path(run_dir))
     record = config_record(data.describe(), model_config, config, runtime, command)
@@ -190,21 +190,29 @@ class Augmenter:
                                    memory_format=self.runtime.memory_format)
 
 
-def make_train_step(model, optimizer: torch.optim.Optimizer, runtime: device_ops.Runtime) -> Callable:
+def make_train_step(model, optimizer: torch.optim.Optimizer, runtime: device_ops.Runtime, *,
+                    backend: str | None = None) -> Callable:
     """(x, y, scale) -> (loss sum, top-1 hits), both 0-d tensors on the device, after one SGD step.
 
     The loss is summed and the gradient scaled by `scale` = world size / global batch, so that DDP's
     average over ranks gives the gradient of the global batch's mean loss however the batch was split.
+    With --compile, the forward and the loss are one compiled graph (its backward compiled with it) and the
+    optimizer's update another; with one process both are compiled whole (fullgraph: a graph break is an
+    error, which tests/test_train.py checks on the CPU with `backend`). DDP's buckets break the graph on
+    purpose, so under torchrun the forward is compiled without fullgraph.
     """
     def forward_and_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with device_ops.autocast(runtime):
             logits = model(x)
         return F.cross_entropy(logits.float(), y, reduction="sum"), (logits.argmax(1) == y).sum()
 
+    forward = device_ops.compiled(forward_and_loss, runtime, fullgraph=runtime.world == 1, backend=backend)
+    update = device_ops.compiled(optimizer.step, runtime, fullgraph=True, backend=backend)
+
     def step(x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, correct = forward_and_loss(x, y)
+        loss, correct = forward(x, y)
         (loss * scale).backward()
-        optimizer.step()
+        update()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach(), correct
 

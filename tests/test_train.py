@@ -211,3 +211,30 @@ def test_the_paper_net_and_update_rule_fit_a_batch_of_real_photos(imagenette_sli
     assert 1.0 < losses[0] < 2.5
     assert losses[-1] < 0.05
     assert (net.eval()(x).argmax(1) == y).all()
+
+
+@pytest.mark.parametrize("arch, size", [("alexnet", 224), ("cifar", 24)])
+def test_the_train_step_compiles_whole_and_trains_as_eager(arch, size):
+    """--compile: the forward and loss as one graph, the paper's SGD update as another, with no graph break
+    (fullgraph) under Inductor's decompositions and partitioner, and the same numbers as eager."""
+    from alexctl import device
+    from alexctl.config import ModelConfig, RuntimeOptions
+    from alexctl.optim import build_optimizer
+    from alexctl.train import make_train_step
+
+    config = ModelConfig(arch=arch, width=0.125, dropout=0.0)
+    steps = []
+    for compiled in (False, True):
+        runtime = device.resolve(RuntimeOptions(devices="cpu", workers=0, compile=compiled))
+        torch.manual_seed(0)
+        net = device.build_model(config, 10, runtime)
+        optimizer = build_optimizer(net, lr=0.01)
+        steps.append((net, make_train_step(net, optimizer, runtime, backend="aot_eager_decomp_partition")))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(4, 3, size, size, generator=g) * 50, torch.randint(0, 10, (4,), generator=g)
+        (loss_e, hits_e), (loss_c, hits_c) = [step(x, y, 0.25) for _, step in steps]
+        torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-4)
+        assert int(hits_c) == int(hits_e)
+    for (name, a), b in zip(steps[0][0].state_dict().items(), steps[1][0].state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
