@@ -1,13 +1,23 @@
-"""pipelines/*.mk: the demo chain runs under make, a second make has nothing to do, and the other
-pipelines are well-formed (make -n) with the files they name."""
+"""pipelines/: the demo chain runs under make through nightly.sh in cron's bare environment, a second
+night has nothing to do, a held lock stops a second job, pipelines run from any directory, and every
+pipeline is well-formed (make -n)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from helpers import ROOT
+
+SMALL = ["SEEDS=0 1", "IMAGES=--classes 4 --per-class 12",
+         "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0"]
+WORK_COMMANDS = re.compile(r" -m alexctl (demo-data|preprocess|train|eval|ensemble|report) ")
 
 
 def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -16,18 +26,53 @@ def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
-def test_the_demo_pipeline_runs_and_a_second_make_does_nothing(tmp_path):
-    small = [f"OUT={tmp_path}/demo", "SEEDS=0 1", "IMAGES=--classes 4 --per-class 12",
-             "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0", f"PY={sys.executable}"]
-    first = make("-f", "pipelines/demo.mk", *small)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "ensemble of 2:" in first.stdout and (tmp_path / "demo" / "report" / "report.md").is_file()
+def nightly(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """pipelines/nightly.sh as cron runs it: no environment but a minimal PATH, another working directory."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PIPELINE": "demo.mk", "OUT": str(tmp_path / "night"),
+           "LOGS": str(tmp_path / "logs"), "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    proc = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], str(ROOT / "pipelines" / "nightly.sh"),
+                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    logs = sorted((tmp_path / "logs").glob("nightly-*.log"))
+    return proc.returncode, logs[-1].read_text() if logs else ""
+
+
+@pytest.mark.slow
+def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_path):
+    code, log = nightly(tmp_path, *SMALL, f"PY={sys.executable}")
+    assert code == 0, log
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in log.splitlines()), log[:500]
+    assert "ensemble of 2:" in log and (tmp_path / "night" / "report" / "report.md").is_file()
     for seed in (0, 1):  # make must not delete pattern-rule targets as intermediates
-        assert (tmp_path / "demo" / "runs" / f"seed{seed}" / "run.json").is_file()
-    assert "rm " not in first.stdout
-    assert make("-q", "-f", "pipelines/demo.mk", *small, f"{tmp_path}/demo/report/report.md").returncode == 0
-    again = make("-f", "pipelines/demo.mk", *small)
-    assert again.returncode == 0 and " -m alexctl " not in again.stdout, again.stdout
+        assert (tmp_path / "night" / "runs" / f"seed{seed}" / "run.json").is_file()
+    assert "\tdone\t" in log.splitlines()[-2] and log.splitlines()[-1].endswith("nightly: exit 0")
+    # From the repository too, `make -q` agrees that everything is done.
+    night = [f"OUT={tmp_path}/night", *SMALL, f"PY={sys.executable}"]
+    assert make("-q", "-f", "pipelines/demo.mk", *night, f"{tmp_path}/night/report/report.md").returncode == 0
+    # The next night (same OUT) has nothing to do.
+    code, log = nightly(tmp_path, *SMALL, f"PY={sys.executable}")
+    second = log.split("nightly: make", 2)[-1]
+    assert code == 0 and not WORK_COMMANDS.search(second), second
+    # Another job holds the lock: a second one says so and exits 3.
+    with open(tmp_path / "logs" / "nightly.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, log = nightly(tmp_path, *SMALL)
+    assert code == 3 and "another nightly job holds" in log.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_raising_epochs_trains_further_and_one_seed_needs_no_ensemble(tmp_path):
+    out = tmp_path / "one"
+    flags = ["IMAGES=--classes 3 --per-class 8", "SEEDS=0", f"PY={sys.executable}",
+             "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = make("-f", str(ROOT / "pipelines" / "demo.mk"), f"OUT={out}", *flags, cwd=elsewhere)  # not from ROOT
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert " ensemble " not in first.stdout and (out / "report" / "report.md").is_file()
+    more = [f if not f.startswith("TRAIN=") else f.replace("--epochs 1", "--epochs 2") for f in flags]
+    second = make("-f", str(ROOT / "pipelines" / "demo.mk"), f"OUT={out}", *more, cwd=elsewhere)
+    assert second.returncode == 0 and " train " in second.stdout, second.stdout + second.stderr
+    assert len((out / "runs" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_every_pipeline_is_well_formed(tmp_path):
