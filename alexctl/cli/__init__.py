@@ -153,7 +153,7 @@ def _root(
 
 
 def _register() -> None:
-    from alexctl.cli import bench, demo_data, ensemble, evaluate, preprocess, report, status, train
+    from alexctl.cli import bench, demo_data, ensemble, evaluate, export, predict, preprocess, report, status, train
 
     def add(name: str, function, **kwargs) -> None:
         app.command(name, cls=_Command, **kwargs)(function)
@@ -164,6 +164,8 @@ def _register() -> None:
     add("eval", evaluate.command, no_args_is_help=True)
     add("evaluate", evaluate.command, no_args_is_help=True, hidden=True)  # the same command, spelled out
     add("ensemble", ensemble.command, no_args_is_help=True)
+    add("predict", predict.command, no_args_is_help=True)
+    add("export", export.command, no_args_is_help=True)
     add("report", report.command, no_args_is_help=True)
     add("status", status.command, no_args_is_help=True)
     add("bench", bench.command)

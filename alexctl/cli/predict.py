@@ -1,0 +1,205 @@
+"""`alexctl predict`: parse the flags, find the images (alexctl.data.images), classify them batch by batch
+(alexctl.predict.classify, the inference path of eval) and print each batch's results as it is done."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from alexctl.cli.options import (CHANNELS_LAST, COMPILE, CONV_FORM, DATA, DEVICES, JSON, LRN_IMPL, MODEL, OUTPUT,
+                                 PRECISION, RUNTIME, emit, given, runtime_options)
+from alexctl.config import ConvForm, LrnImpl, Precision, Switch
+
+Crops = Literal["10", "1"]
+Format = Literal["table", "csv", "jsonl"]
+
+
+def command(
+    ctx: typer.Context,
+    sources: list[str] = typer.Argument(..., metavar="SOURCE", show_default=False,
+                                        help="Image files (JPEG, PNG, ...), folders (searched recursively), tars, "
+                                        "or - to read paths from stdin, one a line."),
+    run: Path = typer.Option(..., "--run", metavar="DIR", rich_help_panel=MODEL, show_default=False,
+                             help="A run directory written by `alexctl train`, or an ensemble directory (the "
+                             "average of its runs' probabilities, as `alexctl ensemble`)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="NAME", rich_help_panel=MODEL,
+                                   help="best, last, or a checkpoint file (an ensemble: best or last)."),
+    crops: Crops = typer.Option("10", "--crops", rich_help_panel=DATA,
+                                help="10: the paper's four corners, center and reflections; 1: the center crop alone."),
+    batch_size: int = typer.Option(64, "--batch-size", metavar="N", rich_help_panel=DATA,
+                                   help="Images per batch (each gives `crops` patches); results print per batch."),
+    top_k: int = typer.Option(5, "--top-k", metavar="N", rich_help_panel=OUTPUT,
+                              help="How many of the most probable classes to show per image."),
+    output_format: Format = typer.Option("table", "--format", rich_help_panel=OUTPUT,
+                                         help="table (for a person), csv (a header, then one row per image) or "
+                                         "jsonl (one JSON object per image), on stdout as each batch is done."),
+    devices: str = DEVICES,
+    precision: Precision = PRECISION,
+    channels_last: Switch = CHANNELS_LAST,
+    compile: bool = COMPILE,
+    workers: int = typer.Option(-1, "--workers", metavar="N", rich_help_panel=RUNTIME,
+                                help="Threads decoding and resizing the images (-1: all cores but one)."),
+    lrn_impl: LrnImpl = LRN_IMPL,
+    conv_form: ConvForm = CONV_FORM,
+    as_json: bool = JSON,
+) -> None:
+    """Classify images with a trained run or an ensemble, as the paper tests: the shorter side rescaled
+    to 256, the central 256x256, the ten 224x224 patches (or the center one) minus the training set's
+    mean image, the softmax averaged over them. Prints the most probable classes with their
+    probabilities. A file that cannot be read is reported on stderr and skipped; the exit status is
+    1 only if no image could be read.
+
+    Examples:
+
+    \b
+        alexctl predict photo.jpg --run runs/seed0
+        alexctl predict holiday/ photos.tar --run runs/ensemble5 --format csv > predictions.csv
+        find shots -name '*.png' | alexctl predict - --run runs/seed0 --crops 1 --format jsonl
+    """
+    import numpy as np
+
+    from alexctl import device
+    from alexctl.console import log, no_progress, progress
+    from alexctl.data.images import ImageFiles, find
+    from alexctl.errors import UserError, WorkFailed
+    from alexctl.predict import classify, load_classifier, top_classes
+
+    started = time.monotonic()
+    if batch_size < 1 or top_k < 1:
+        raise UserError(f"--batch-size {batch_size} must be at least 1." if batch_size < 1
+                        else f"--top-k {top_k} must be at least 1.")
+    if as_json and "output_format" in given(ctx):
+        raise UserError(f"--json prints one summary object on stdout; leave out --format {output_format} (or --json).")
+    if sources.count("-") > 1:
+        raise UserError("SOURCE - (the paths on stdin) can be given once.")
+    listed = _stdin_paths() if "-" in sources else []
+    files, missing = find([Path(s) for s in sources if s != "-"], listed)
+    if not files:
+        raise UserError("no image file found: " + (f"none of the {len(listed)} paths on stdin exists."
+                                                    if listed else "stdin listed no paths."))
+    runtime = device.resolve(runtime_options(ctx.params))
+    device.configure(runtime)
+    classifier = load_classifier(run, checkpoint, runtime)
+    k = min(top_k, len(classifier.classes))
+    out = None if as_json else _writer(output_format, k, files, classifier.names)
+    skipped, results = [], []
+
+    def skip(name: str, reason: str) -> None:
+        skipped.append({"image": name, "reason": reason})
+        log(f"skipped {name}: {reason}")
+
+    for name, reason in missing:
+        skip(name, reason)
+    batches = [np.arange(i, min(i + batch_size, len(files))) for i in range(0, len(files), batch_size)]
+    show = progress if len(files) > batch_size else no_progress  # a handful of images needs no progress lines
+    tick = time.monotonic()
+    with show("predict", len(files)) as bar, \
+            ImageFiles(files, size=classifier.image_size, device=runtime.primary, workers=runtime.workers,
+                       skip=lambda i, reason: (skip(files[i].name, reason), bar.advance(1))) as source:
+        for indices, probs in classify(classifier, source, batches, crops=int(crops), runtime=runtime, progress=bar):
+            rows = [{"image": files[i].name, "top": [{"class": classifier.classes[c], "name": classifier.names[c],
+                                                      "probability": float(p[c])} for c in top]}
+                    for i, p, top in zip(indices, probs, top_classes(probs, k))]
+            if out is None:
+                results.extend(rows)
+            else:
+                out.write(rows)
+    seconds = time.monotonic() - tick
+    predicted = len(files) - (len(skipped) - len(missing))
+    summary = {"run_dir": str(run), "checkpoints": [str(m.checkpoint) for m in classifier.members],
+               "members": len(classifier.members), "crops": int(crops), "top_k": k,
+               "images": len(files) + len(missing), "predicted": predicted, "skipped": len(skipped),
+               "skipped_files": skipped, "images_per_second": round(predicted / max(seconds, 1e-9), 2),
+               "seconds": round(time.monotonic() - started, 3)}
+    if as_json:
+        summary["results"] = results
+    if predicted == 0:
+        raise WorkFailed(f"none of the {summary['images']} files could be read as an image (see the skipped "
+                         f"files above).", summary)
+    line = (f"{predicted} image{'s' if predicted != 1 else ''} classified by {run} ({crops} crop"
+            f"{'s' if crops != '1' else ''}, {len(classifier.members)} network"
+            f"{'s' if len(classifier.members) != 1 else ''}) in {seconds:.1f} s"
+            + (f"; {len(skipped)} skipped" if skipped else ""))
+    if as_json or output_format == "table":
+        emit(summary, as_json, [line], command="predict", directory=run)
+    else:
+        log(line)  # stdout holds the csv or jsonl rows alone
+
+
+def _stdin_paths() -> list[str]:
+    """The paths listed on stdin, one a line (bytes that are not UTF-8 kept as the file system's own)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    text = os.fsdecode(stream.read()) if stream is not None else sys.stdin.read()
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def _writer(output_format: str, k: int, files, names: list[str]):
+    """What prints the rows of each batch as it is done."""
+    if output_format == "table":
+        return _Table(files, names)
+    return _Csv(k) if output_format == "csv" else _JsonLines()
+
+
+class _Table:
+    """Rows of (image, rank, class name, probability), printed per batch under one header, aligned."""
+
+    def __init__(self, files, names: list[str]):
+        from rich.console import Console
+
+        self.image_width = min(60, max(5, *(len(f.name) for f in files)))
+        self.class_width = min(40, max(5, *(len(n) for n in names)))
+        width = self.image_width + self.class_width + 2 + 11 + 6
+        self.console = Console(file=sys.stdout, width=max(80, width), highlight=False)
+        self.header = True
+
+    def write(self, rows: list[dict]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, show_header=self.header, pad_edge=False, header_style="bold")
+        table.add_column("image", width=self.image_width, no_wrap=True)
+        table.add_column("#", width=2, justify="right")
+        table.add_column("class", width=self.class_width, no_wrap=True, overflow="ellipsis")
+        table.add_column("probability", width=11, justify="right")
+        for row in rows:
+            image = row["image"]
+            if len(image) > self.image_width:  # keep the end: the file's own name
+                image = "…" + image[-(self.image_width - 1):]
+            for rank, t in enumerate(row["top"], 1):
+                table.add_row(Text(image if rank == 1 else ""), str(rank), Text(t["name"]),
+                              f"{t['probability']:.2%}")
+        self.console.print(table)
+        self.header = False
+        sys.stdout.flush()
+
+
+class _Csv:
+    """A header, then one row per image: image, then class, name, probability for each of the k."""
+
+    def __init__(self, k: int):
+        self.writer = csv.writer(sys.stdout, lineterminator="\n")
+        self.writer.writerow(["image"] + [f"{field}_{r}" for r in range(1, k + 1)
+                                          for field in ("class", "name", "probability")])
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.writer.writerow([row["image"]] + [v for t in row["top"]
+                                                   for v in (t["class"], t["name"], f"{t['probability']:.6f}")])
+        sys.stdout.flush()
+
+
+class _JsonLines:
+    """One object per image: {"image": ..., "top": [{"class", "name", "probability"}, ...]}."""
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            top = [{**t, "probability": round(t["probability"], 6)} for t in row["top"]]
+            sys.stdout.write(json.dumps({"image": row["image"], "top": top}) + "\n")
+        sys.stdout.flush()
