@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from helpers import ROOT, invoke, json_output
 
@@ -23,6 +28,7 @@ def readme_tour() -> list[list[str]]:
     return [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("alexctl ")]
 
 
+@pytest.mark.slow
 def test_the_readme_tour_runs(tmp_path, monkeypatch):
     commands = readme_tour()
     assert [c[0] for c in commands][:3] == ["demo-data", "preprocess", "preprocess"] and len(commands) >= 9
@@ -40,6 +46,24 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
     assert ensemble["top1_error"] < 0.6 < ensemble["chance_top1_error"], ensemble["top1_error"]
     for run in ("a", "b"):
         assert json.loads(Path(f"tour/runs/{run}/eval/val-10crop.json").read_text())["top1_error"] < 0.75
+    readme_after_the_tour(Path.cwd())
+
+
+def readme_after_the_tour(work: Path) -> None:
+    """"Using a trained model": predict, a pipe into predict, export, and evaluating on other labelled images,
+    run as a shell runs them (PATH holding the virtualenv's alexctl), on the tour's directories."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text.split("## Using a trained model", 1)[1], re.S).group(1)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    for line in block.strip().splitlines():
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (line, proc.stderr)
+    rows = (work / "tour" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6  # a header and one image of each of the six classes
+    assert {p.name for p in (work / "tour" / "model").iterdir()} >= {"model.pt2", "model.onnx", "state_dict.pt"}
+    other = list((work / "tour" / "runs" / "a" / "eval").glob("val-10crop@new-data-*.json"))
+    assert len(other) == 1 and json.loads(other[0].read_text())["num_images"] == 240  # every image of the folder
 
 
 def test_readme_and_docs_link_to_files_that_exist():
