@@ -4,12 +4,17 @@
     (b) the network alone on synthetic input: forward, backward, SGD step
     (c) end-to-end training: (a) feeding (b)
     (d) ten-crop evaluation: decode once, ten crops on the device, forward, softmax average
-    (e) the stock torchvision pipeline as the baseline: PIL decode + transforms in DataLoader
-        workers, feeding torchvision's alexnet (fp32, eager)
+    (e) the stock torchvision pipeline as the baseline: PIL decode + the stock recipe's transforms
+        (alexctl.stock) in DataLoader workers, feeding torchvision's alexnet (fp32, eager)
 
 Each figure is the median over `repeats` timed windows of `steps` batches, after `warmup`
 batches, with the device synchronised around every window. The training step, the augmentation
 and the ten-crop inference are the ones `train` and `eval` run (alexctl.train, alexctl.predict).
+
+`Bench` measures several runtimes in one process on one data directory (the GPU check compares
+precision, layout, compile, LRN, convolution forms and residencies this way): each network
+setting is built (and compiled) once for as long as consecutive measurements share it, and each
+way of reading the split is opened once. `bench` is one runtime and the stock baseline.
 `preprocess_bench` times the preprocess image path against a naive PIL loop, one process each,
 on the same files.
 """
@@ -40,30 +45,25 @@ SYNTHETIC, END_TO_END = "network, synthetic input (alexctl AlexNet)", "end-to-en
 TEN_CROP = "ten-crop evaluation (alexctl)"
 STOCK_SYNTHETIC = "network, synthetic input (torchvision alexnet, fp32 eager)"
 STOCK_END_TO_END = "end-to-end training (stock torchvision)"
+STOCK_TEN_CROP = "ten-crop evaluation (stock torchvision)"
+
+MEASURES = ("data_path", "synthetic", "end_to_end", "ten_crop")  # what a row measures; rows carry it as "measure"
+_NAMES = {"alexctl": dict(zip(MEASURES, (DATA_PATH, SYNTHETIC, END_TO_END, TEN_CROP))),
+          "stock": dict(zip(MEASURES, (STOCK_DATA_PATH, STOCK_SYNTHETIC, STOCK_END_TO_END, STOCK_TEN_CROP)))}
 
 
 def bench(data_dir: Path | None, *, runtime: device_ops.Runtime, width: float, batch_size: int, steps: int,
           warmup: int, repeats: int, stock: bool = True) -> dict:
     started = time.monotonic()
-    device_ops.configure(runtime)
     with tempfile.TemporaryDirectory(prefix="alexctl-bench-") as tmp:
         if data_dir is None:
             data_dir = _generated_data(Path(tmp), batch_size * (warmup + steps * repeats))
-        split = load_split(data_dir, "train")
-        stats = rundir.load_npz(rundir.DataDir(Path(data_dir)).stats, "statistics file")
-        timer = _Timer(runtime, warmup, steps, repeats)
-        needed = warmup + steps * repeats  # batches per measurement: one iterator, no restart inside a window
-        with _Ours(split, stats, runtime, width, batch_size, needed) as ours:
-            rows = [timer.measure(DATA_PATH, "images/s", ours.data_path()),
-                    timer.measure(SYNTHETIC, "images/s", ours.synthetic()),
-                    timer.measure(END_TO_END, "images/s", ours.end_to_end()),
-                    timer.measure(TEN_CROP, "crops/s", ours.ten_crop(), per_item=10)]
-            residency = ours.source.reason
-        if stock:
-            baseline = _Stock(split, runtime, batch_size, needed)
-            rows += [timer.measure(STOCK_DATA_PATH, "images/s", baseline.data_path()),
-                     timer.measure(STOCK_SYNTHETIC, "images/s", baseline.synthetic()),
-                     timer.measure(STOCK_END_TO_END, "images/s", baseline.end_to_end())]
+        with Bench(data_dir, width=width, batch_size=batch_size, steps=steps, warmup=warmup,
+                   repeats=repeats) as measurements:
+            ours = measurements.measure(runtime)
+            rows = ours["rows"]
+            if stock:
+                rows += measurements.measure_stock(runtime, ("data_path", "synthetic", "end_to_end"))["rows"]
     by_name = {r["name"]: r["median"] for r in rows}
     ratios = {"end_to_end_over_synthetic": by_name[END_TO_END] / by_name[SYNTHETIC],
               "data_path_over_synthetic": by_name[DATA_PATH] / by_name[SYNTHETIC]}
@@ -75,7 +75,7 @@ def bench(data_dir: Path | None, *, runtime: device_ops.Runtime, width: float, b
         "device": device_ops.versions(runtime)["device_name"],
         **device_ops.versions(runtime),
         "runtime": runtime.describe(),
-        "residency": residency,
+        "residency": ours["residency"],
         "model": {"width": width, "batch_size": batch_size},
         "timing": {"warmup_batches": warmup, "steps_per_window": steps, "windows": repeats},
         "data_dir": str(data_dir) if data_dir else "generated",
@@ -99,12 +99,108 @@ def reading(rates: dict[str, float]) -> str:
     return text
 
 
+class Bench:
+    """Measurements of one data directory's train split on any number of runtimes, in one process.
+
+    measure(runtime, measures) builds the network the runtime describes (precision, layout, compile,
+    CUDA graphs, LRN, convolution form) unless the previous measurement used the same one, and opens
+    the split as the runtime reads it (residency, decoder, workers) once per way of reading; a
+    network is dropped when the next measurement needs another (on a GPU, compiled graphs and CUDA
+    graph pools are large). Use as a context manager: the sources are closed at the end.
+    """
+
+    def __init__(self, data_dir: Path, *, width: float, batch_size: int, steps: int, warmup: int, repeats: int):
+        self.split = load_split(Path(data_dir), "train")
+        self.stats = rundir.load_npz(rundir.DataDir(Path(data_dir)).stats, "statistics file")
+        self.width, self.batch_size = width, batch_size
+        self.timing = (warmup, steps, repeats)
+        self.needed = warmup + steps * repeats  # batches per measurement: one iterator, no restart inside a window
+        self.networks_built = 0
+        self._network: tuple[tuple, _Network | _Stock] | None = None  # the last one built, kept while it is asked for
+        self._sources: dict[tuple, object] = {}
+
+    def __enter__(self) -> "Bench":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
+        self._network = None
+
+    def measure(self, runtime: device_ops.Runtime, measures: tuple[str, ...] = MEASURES) -> dict:
+        """alexctl's own path on `runtime`: {"rows": [...], "implementations": how LRN and the grouped
+        convolutions compute, "residency": the source's reason (None if no row read the split)}."""
+        _check(measures)
+        device_ops.configure(runtime)
+        timer = _Timer(runtime, *self.timing)
+        network = self._network_for(runtime)
+        source = self._source_for(runtime) if set(measures) - {"synthetic"} else None
+        ours = _Ours(network, source, self.split, runtime, self.batch_size, self.needed)
+        rows = [timer.measure(_NAMES["alexctl"][m], m, getattr(ours, m)()) for m in MEASURES if m in measures]
+        return {"rows": rows, "implementations": network.net.implementations,
+                "residency": source.reason if source is not None else None}
+
+    def measure_stock(self, runtime: device_ops.Runtime, measures: tuple[str, ...] = MEASURES, *,
+                      crop: int = 224) -> dict:
+        """The stock torchvision pipeline on the runtime's device and loader workers (fp32, eager, whatever
+        the runtime's precision), on `crop`-pixel crops (224; less only for a quick run on a CPU): {"rows": [...]}."""
+        _check(measures)
+        device_ops.configure(runtime)
+        timer = _Timer(runtime, *self.timing)
+        key = ("stock", runtime.primary, runtime.workers, crop)
+        if self._network is None or self._network[0] != key:
+            self._forget_network()
+            self._network = (key, _Stock(self.split, runtime, self.batch_size, self.needed, crop))
+            self.networks_built += 1
+        baseline = self._network[1]
+        return {"rows": [timer.measure(_NAMES["stock"][m], m, getattr(baseline, m)()) for m in MEASURES
+                         if m in measures]}
+
+    def _network_for(self, runtime: device_ops.Runtime) -> "_Network":
+        key = (runtime.devices, runtime.precision, runtime.channels_last, runtime.compile, runtime.cuda_graphs,
+               runtime.lrn_impl, runtime.conv_form)
+        if self._network is None or self._network[0] != key:
+            self._forget_network()
+            self._network = (key, _Network(runtime, self.width, self.split.num_classes, self.stats))
+            self.networks_built += 1
+        return self._network[1]
+
+    def _forget_network(self) -> None:
+        """Free the last network before another is built. Its compiled code goes with it (torch._dynamo.reset):
+        each compiled variant compiles afresh, and one network's graphs (training, ten-crop) stay far below
+        Dynamo's recompile limit, past which it would run the rest eagerly and time the wrong thing."""
+        compiled = self._network is not None and getattr(self._network[1], "compiled", False)
+        self._network = None
+        if compiled:
+            torch._dynamo.reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _source_for(self, runtime: device_ops.Runtime):
+        how = device_ops.reading(runtime)
+        key = tuple(sorted((k, str(v)) for k, v in how.items()))
+        if key not in self._sources:
+            self._sources[key] = open_source(self.split, **how)
+        return self._sources[key]
+
+
+def _check(measures: tuple[str, ...]) -> None:
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown:
+        raise ValueError(f"unknown measurement {unknown[0]!r} (known: {', '.join(MEASURES)}).")
+
+
 class _Timer:
     def __init__(self, runtime, warmup: int, steps: int, repeats: int):
         self.runtime, self.warmup, self.steps, self.repeats = runtime, warmup, steps, repeats
 
-    def measure(self, name: str, unit: str, step_fn, per_item: int = 1) -> dict:
-        """step_fn() does one batch and returns how many images it took; median over windows."""
+    def measure(self, name: str, measure: str, step_fn) -> dict:
+        """step_fn() does one batch and returns how many items (images, or crops) it took; median over windows."""
+        unit = "crops/s" if measure == "ten_crop" else "images/s"
         log(f"bench: {name} ...")
         for _ in range(self.warmup):
             step_fn()
@@ -114,30 +210,31 @@ class _Timer:
             start = time.perf_counter()
             n = sum(step_fn() for _ in range(self.steps))
             device_ops.synchronize(self.runtime)
-            rates.append(n * per_item / (time.perf_counter() - start))
-        row = {"name": name, "unit": unit, "median": round(statistics.median(rates), 1),
+            rates.append(n / (time.perf_counter() - start))
+        row = {"name": name, "measure": measure, "unit": unit, "median": round(statistics.median(rates), 1),
                "min": round(min(rates), 1), "max": round(max(rates), 1)}
         log(f"bench: {name}: {row['median']:,.1f} {unit} (median of {self.repeats})")
         return row
 
 
-class _Ours:
-    """alexctl's own path: the split as `train` reads it, augmented on the device, the paper's net and step."""
+class _Network:
+    """The paper's net on a runtime, with the training step and augmentation `train` uses."""
 
-    def __init__(self, split, stats, runtime, width, batch_size, needed):
-        self.split, self.runtime, self.batch_size, self.needed = split, runtime, batch_size, needed
-        self.net = device_ops.build_model(ModelConfig(width=width), split.num_classes, runtime)
+    def __init__(self, runtime, width, num_classes, stats):
+        self.compiled = runtime.compile
+        self.net = device_ops.build_model(ModelConfig(width=width), num_classes, runtime)
         self.forward = device_ops.forward_of(self.net, runtime)
         self.step = make_train_step(self.forward, build_optimizer(self.net), runtime)
         self.augment = Augmenter(stats, crop=224, lighting_std=0.1, flip=True, random_crop=True, runtime=runtime)
         self.generator = torch.Generator().manual_seed(0)
-        self.source = open_source(split, **device_ops.reading(runtime))
 
-    def __enter__(self) -> "_Ours":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.source.close()
+class _Ours:
+    """alexctl's own path: the split as `train` reads it, augmented on the device, the paper's net and step."""
+
+    def __init__(self, network: _Network, source, split, runtime, batch_size, needed):
+        self.network, self.source, self.split = network, source, split
+        self.runtime, self.batch_size, self.needed = runtime, batch_size, needed
 
     def _batches(self):
         batches, epoch = [], 0
@@ -149,7 +246,7 @@ class _Ours:
 
     def _augmented(self):
         for images, labels, _ in self._batches():
-            yield self.augment(images, self.generator), labels
+            yield self.network.augment(images, self.network.generator), labels
 
     def data_path(self):
         batches = self._augmented()
@@ -159,42 +256,39 @@ class _Ours:
         x = torch.randn(self.batch_size, 3, 224, 224, device=self.runtime.primary).mul_(60)
         x = x.contiguous(memory_format=self.runtime.memory_format)
         y = torch.randint(0, self.split.num_classes, (self.batch_size,), device=self.runtime.primary)
-        self.net.train()
+        self.network.net.train()
         return lambda: self._train(x, y)
 
     def _train(self, x, y) -> int:
-        self.step(x, y, 1.0 / len(y))
+        self.network.step(x, y, 1.0 / len(y))
         return len(y)
 
     def end_to_end(self):
         batches = self._augmented()
-        self.net.train()
+        self.network.net.train()
         return lambda: self._train(*next(batches))
 
     def ten_crop(self):
         batches = self._batches()
-        compute = probabilities(self.forward, self.runtime)
-        self.net.eval()
+        compute = probabilities(self.network.forward, self.runtime)
+        self.network.net.eval()
 
         def step() -> int:
             images, _, _ = next(batches)
             with torch.no_grad():
-                infer_batch(compute, images, self.augment.mean_image, crops=10, crop=224, runtime=self.runtime)
-            return len(images)
+                infer_batch(compute, images, self.network.augment.mean_image, crops=10, crop=224,
+                            runtime=self.runtime)
+            return len(images) * 10
 
         return step
 
 
 class _StockImages(torch.utils.data.Dataset):
-    """The usual ImageFolder-style dataset, reading the same JPEG bytes: PIL decode and torchvision transforms."""
+    """The usual ImageFolder-style dataset, reading the same JPEG bytes: PIL decode, then one of the stock
+    recipe's transforms (alexctl.stock)."""
 
-    def __init__(self, split):
-        from torchvision.transforms import v2
-
-        self.split = split
-        self.transform = v2.Compose([v2.RandomCrop(224), v2.RandomHorizontalFlip(), v2.PILToTensor(),
-                                     v2.ToDtype(torch.float32, scale=True),
-                                     v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    def __init__(self, split, transform):
+        self.split, self.transform = split, transform
 
     def __len__(self):
         return len(self.split)
@@ -207,20 +301,25 @@ class _StockImages(torch.utils.data.Dataset):
 
 
 class _Stock:
-    def __init__(self, split, runtime, batch_size, needed):
+    def __init__(self, split, runtime, batch_size, needed, crop):
         import torchvision
 
-        self.runtime, self.batch_size = runtime, batch_size
-        self.dataset = _StockImages(split)
-        sampler = torch.utils.data.RandomSampler(self.dataset, num_samples=needed * batch_size)  # permutations, chained
-        self.loader_args = dict(batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=runtime.workers,
-                                pin_memory=runtime.is_cuda)
+        from alexctl import stock
+
+        self.runtime, self.batch_size, self.needed, self.split, self.crop = runtime, batch_size, needed, split, crop
+        self.train_transform = stock.train_transform(crop)
+        self.ten_crop_transform = stock.ten_crop_transform(crop * stock.RECIPE["resize"] // stock.RECIPE["crop"], crop)
         self.net = torchvision.models.alexnet(num_classes=split.num_classes).to(runtime.primary)
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=stock.RECIPE["lr"], momentum=stock.RECIPE["momentum"],
+                                         weight_decay=stock.RECIPE["weight_decay"])
         self.num_classes = split.num_classes
 
-    def _batches(self):
-        for x, y in torch.utils.data.DataLoader(self.dataset, **self.loader_args):
+    def _batches(self, transform, batch_size: int):
+        dataset = _StockImages(self.split, transform)
+        sampler = torch.utils.data.RandomSampler(dataset, num_samples=self.needed * batch_size)  # permutations
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                                             num_workers=self.runtime.workers, pin_memory=self.runtime.is_cuda)
+        for x, y in loader:
             yield x.to(self.runtime.primary, non_blocking=True), y.to(self.runtime.primary, non_blocking=True)
 
     def _train_step(self, x, y) -> int:
@@ -230,17 +329,33 @@ class _Stock:
         return len(y)
 
     def data_path(self):
-        batches = self._batches()
+        batches = self._batches(self.train_transform, self.batch_size)
         return lambda: len(next(batches)[1])
 
     def synthetic(self):
-        x = torch.randn(self.batch_size, 3, 224, 224, device=self.runtime.primary)
+        x = torch.randn(self.batch_size, 3, self.crop, self.crop, device=self.runtime.primary)
         y = torch.randint(0, self.num_classes, (self.batch_size,), device=self.runtime.primary)
+        self.net.train()
         return lambda: self._train_step(x, y)
 
     def end_to_end(self):
-        batches = self._batches()
+        batches = self._batches(self.train_transform, self.batch_size)
+        self.net.train()
         return lambda: self._train_step(*next(batches))
+
+    def ten_crop(self):
+        # (n, 10, 3, crop, crop) float32 batches of a tenth as many images, as TenCrop is used: the same crops per
+        # forward as a training batch has images, and loader workers' prefetched batches stay a few GB.
+        batches = self._batches(self.ten_crop_transform, max(1, self.batch_size // 10))
+        self.net.eval()
+
+        def step() -> int:
+            crops, _ = next(batches)
+            with torch.no_grad():
+                torch.softmax(self.net(crops.flatten(0, 1)), dim=1).view(len(crops), 10, -1).mean(1)
+            return crops.shape[0] * 10
+
+        return step
 
 
 def _generated_data(tmp: Path, images: int) -> Path:

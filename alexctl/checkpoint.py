@@ -42,14 +42,18 @@ def weights(net: torch.nn.Module, model_config: ModelConfig, *, classes: list[st
     }
 
 
-def save_epoch(run: rundir.RunDir, record: dict, epoch: int, *, best: bool, keep: int) -> None:
-    """epoch-NNNN.pt (the `keep` newest are kept) and, if this epoch is the best so far, best.pt."""
-    rundir.save_torch(run.epoch_checkpoint(epoch), record)
-    if best:
-        rundir.save_torch(run.best_checkpoint, record)
+def save_epoch(run: rundir.RunDir, record: dict, epoch: int, *, keep: int) -> None:
+    """epoch-NNNN.pt, of which the `keep` newest are kept (keep 0: none is written)."""
+    if keep:
+        rundir.save_torch(run.epoch_checkpoint(epoch), record)
     epochs = sorted(run.checkpoints.glob("epoch-*.pt"))
     for old in epochs[: max(0, len(epochs) - keep)]:
         old.unlink(missing_ok=True)
+
+
+def save_best(run: rundir.RunDir, record: dict) -> None:
+    """best.pt: the weights of the epoch with the lowest val top-1 error so far."""
+    rundir.save_torch(run.best_checkpoint, record)
 
 
 def save_resume(run: rundir.RunDir, record: dict, *, optimizer: dict, schedule: dict, progress: dict,

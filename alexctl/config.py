@@ -175,6 +175,7 @@ class CheckpointOptions(_Validated):
     keep: int = setting(2, min=0)  # older epoch checkpoints kept besides last.pt and best.pt
     checkpoint_minutes: float = setting(30.0, min=0.0)  # save last.pt mid-epoch this often (0: epoch ends only)
     checkpoint_steps: int = setting(0, min=0)  # ...or every this many steps (0: off)
+    checkpoint_epochs: int = setting(1, min=1)  # epoch-end checkpoints every N epochs, and after the last
 
 
 def to_dict(obj) -> dict:

@@ -87,7 +87,7 @@ def train(data_dir: Path, run_dir: Path, model_config: ModelConfig, config: Trai
                                 between_steps=saver.between_steps(epoch, config.epochs, batches, stop, bar))
             val = validate(net, data, val_source, augmenter.mean_image, runtime)
             row, improved = end_of_epoch(state, data, epoch, schedule, val, seen, runtime)
-            saver.end_of_epoch(epoch, val, row, improved)
+            saver.end_of_epoch(epoch, val, row, improved, final=epoch == config.epochs)
             if runtime.leader:
                 log(describe_row(row, config.epochs, chance=1 - 1 / data.num_classes))
         summary = summarise(run, state, started, data.num_classes)

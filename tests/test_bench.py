@@ -27,3 +27,27 @@ def test_preprocess_bench_against_a_naive_pil_loop(tmp_path, imagenet_samples):
     result = json_output(invoke("bench", "--preprocess", few, "--repeats", "3", "--json", check=True))
     assert result["images"] == 12 and [r["name"] for r in result["rows"]] == ["alexctl", "naive PIL loop"]
     assert result["speedup"] > 0 and result["psnr_db_vs_full_decode"]["min"] >= 35
+
+
+def test_one_bench_measures_several_runtimes_and_builds_a_network_once_per_setting(slice_data):
+    from alexctl import device
+    from alexctl.bench import Bench, MEASURES
+    from alexctl.config import RuntimeOptions
+
+    decoded = device.resolve(RuntimeOptions(devices="cpu", residency="decoded", workers=0))
+    jpeg = device.resolve(RuntimeOptions(devices="cpu", residency="jpeg", workers=0))
+    split_form = device.resolve(RuntimeOptions(devices="cpu", residency="jpeg", workers=0, conv_form="split"))
+    with Bench(slice_data, width=0.125, batch_size=2, steps=1, warmup=0, repeats=2) as bench:
+        first = bench.measure(decoded)
+        second = bench.measure(jpeg, ("data_path", "end_to_end"))
+        assert bench.networks_built == 1  # only the way of reading changed: the same network, no rebuild
+        third = bench.measure(split_form, ("synthetic",))
+        assert bench.networks_built == 2
+        stock = bench.measure_stock(jpeg, ("ten_crop",), crop=64)
+    assert [r["measure"] for r in first["rows"]] == list(MEASURES)
+    assert [r["measure"] for r in second["rows"]] == ["data_path", "end_to_end"]
+    assert first["residency"].startswith("decoded") and second["residency"].startswith("jpeg")
+    assert third["residency"] is None and third["implementations"]["conv"] == "split"
+    assert stock["rows"][0]["unit"] == "crops/s" and "stock" in stock["rows"][0]["name"]
+    for row in first["rows"] + second["rows"] + third["rows"] + stock["rows"]:
+        assert 0 < row["min"] <= row["median"] <= row["max"], row

@@ -296,3 +296,15 @@ def test_a_val_split_with_other_classes_is_refused_before_training(data, tmp_pat
     refused = invoke("train", tmp_path / "run", "--data", mixed, *TINY)
     assert refused.returncode == 2 and "the val split has" in refused.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_epoch_end_checkpoints_every_n_epochs_keep_best_in_step(data, tmp_path):
+    run = tmp_path / "run"
+    summary = json_output(invoke("train", run, "--data", data, "--epochs", "3", "--checkpoint-epochs", "2", "--keep",
+                                 "5", "--json", *TINY, check=True))
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt")) == ["epoch-0002.pt", "epoch-0003.pt"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # the metrics every epoch
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == summary["best_epoch"]  # held in memory until a save, never lost
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["progress"]["best_epoch"] == summary["best_epoch"] and last["epoch"] == 3

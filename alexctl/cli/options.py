@@ -61,6 +61,9 @@ CHECKPOINT_MINUTES = typer.Option(_C.checkpoint_minutes, "--checkpoint-minutes",
                                   rich_help_panel=CHECKPOINTS, help="Save last.pt mid-epoch this often (0: off).")
 CHECKPOINT_STEPS = typer.Option(_C.checkpoint_steps, "--checkpoint-steps", metavar="N", rich_help_panel=CHECKPOINTS,
                                 help="Save last.pt every N steps (0: off).")
+CHECKPOINT_EPOCHS = typer.Option(_C.checkpoint_epochs, "--checkpoint-epochs", metavar="N", rich_help_panel=CHECKPOINTS,
+                                 help="Write the epoch-end checkpoints (epoch-N.pt, best.pt, last.pt) every N epochs and "
+                                 "after the last; the metrics every epoch. For short epochs on a fast GPU.")
 
 
 def given(ctx: typer.Context) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, COMPILE, CONV_FORM, DATA, DECODE,
+from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, CHECKPOINT_MINUTES, CHECKPOINT_EPOCHS, CHECKPOINT_STEPS, COMPILE, CONV_FORM, DATA, DECODE,
                                  DETERMINISTIC, DEVICES, JSON, KEEP, LOADER_WORKERS, LRN_IMPL, MODEL, OPTIMISATION,
                                  PRECISION, RESIDENCY, emit, error_line, given, pick, runtime_options)
 from alexctl.config import (ConvForm, Decode, LrnImpl, Precision, Residency, Switch, Activation, AlphaReading, Arch, CheckpointOptions, ModelConfig, Pooling, TrainConfig,
@@ -74,6 +74,7 @@ def command(
     keep: int = KEEP,
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
     checkpoint_steps: int = CHECKPOINT_STEPS,
+    checkpoint_epochs: int = CHECKPOINT_EPOCHS,
     devices: str = DEVICES,
     precision: Precision = PRECISION,
     channels_last: Switch = CHANNELS_LAST,
