@@ -224,7 +224,7 @@ class _Network:
         self.compiled = runtime.compile
         self.net = device_ops.build_model(ModelConfig(width=width), num_classes, runtime)
         self.forward = device_ops.forward_of(self.net, runtime)
-        self.step = make_train_step(self.forward, build_optimizer(self.net), runtime)
+        self.step = make_train_step(self.net, build_optimizer(self.net), runtime)  # compiles its own graphs
         self.augment = Augmenter(stats, crop=224, lighting_std=0.1, flip=True, random_crop=True, runtime=runtime)
         self.generator = torch.Generator().manual_seed(0)
 
