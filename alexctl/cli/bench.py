@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, COMPILE, CONV_FORM, DATA, DECODE, DEVICES, JSON, LOADER_WORKERS,
-                                 LRN_IMPL, MODEL, PRECISION, RESIDENCY, emit, runtime_options)
-
-from alexctl.config import ConvForm, Decode, LrnImpl, Precision, Residency, Switch
+from alexctl.cli.options import DATA, JSON, MODEL, emit, runtime_options, with_runtime
 
 
+@with_runtime("devices", "precision", "channels_last", "compile", "cuda_graphs", "decode", "residency", "workers",
+              "lrn_impl", "conv_form")
 def command(
     ctx: typer.Context,
     data: Path = typer.Option(None, "--data", metavar="DIR", rich_help_panel=DATA, show_default=False,
@@ -31,17 +30,8 @@ def command(
                                 help="Timed windows; the median is reported."),
     stock: bool = typer.Option(True, "--stock/--no-stock", rich_help_panel=MODEL,
                                help="Also measure the stock torchvision pipeline (the baseline)."),
-    devices: str = DEVICES,
-    precision: Precision = PRECISION,
-    channels_last: Switch = CHANNELS_LAST,
-    compile: bool = COMPILE,
-    cuda_graphs: bool = CUDA_GRAPHS,
-    decode: Decode = DECODE,
-    residency: Residency = RESIDENCY,
-    workers: int = LOADER_WORKERS,
-    lrn_impl: LrnImpl = LRN_IMPL,
-    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
+    **runtime,
 ) -> None:
     """Measure, in one run on the same images, the data path alone, the network on synthetic input,
     end-to-end training, ten-crop evaluation and the stock torchvision pipeline, and say which stage

@@ -7,12 +7,11 @@ from typing import Literal
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, CONV_FORM, DATA, DECODE, DEVICES, FORCE, JSON, LOADER_WORKERS,
-                                 LRN_IMPL, OUTPUT, PRECISION, RESIDENCY, emit, error_line, runtime_options)
-from alexctl.config import ConvForm, Decode, LrnImpl, Precision, Residency, Switch
+from alexctl.cli.options import DATA, FORCE, JSON, OUTPUT, emit, error_line, runtime_options, with_runtime
 from alexctl.console import progress
 
 
+@with_runtime("devices", "precision", "channels_last", "decode", "residency", "workers", "lrn_impl", "conv_form")
 def command(
     ctx: typer.Context,
     members: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run directories (or earlier ensembles, "
@@ -29,15 +28,8 @@ def command(
     batch_size: int = typer.Option(64, "--batch-size", metavar="N", rich_help_panel=DATA,
                                    help="For members evaluated now."),
     force: bool = FORCE,
-    devices: str = DEVICES,
-    precision: Precision = PRECISION,
-    channels_last: Switch = CHANNELS_LAST,
-    decode: Decode = DECODE,
-    residency: Residency = RESIDENCY,
-    workers: int = LOADER_WORKERS,
-    lrn_impl: LrnImpl = LRN_IMPL,
-    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
+    **runtime,
 ) -> None:
     """Average the softmax predictions of several networks (the paper's 5 and 7 CNNs), each model
     weighing the same. Members without predictions for the split and crops are evaluated first.

@@ -7,14 +7,14 @@ from typing import Literal
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, COMPILE, CONV_FORM, DATA, DECODE, DEVICES, FORCE, JSON, LOADER_WORKERS,
-                                 LRN_IMPL, OUTPUT, PRECISION, RESIDENCY, emit, error_line, runtime_options)
-from alexctl.config import ConvForm, Decode, LrnImpl, Precision, Residency, Switch
+from alexctl.cli.options import DATA, FORCE, JSON, OUTPUT, emit, error_line, runtime_options, with_runtime
 from alexctl.console import progress
 
 Crops = Literal["10", "1"]
 
 
+@with_runtime("devices", "precision", "channels_last", "compile", "cuda_graphs", "decode", "residency", "workers", "lrn_impl",
+              "conv_form")
 def command(
     ctx: typer.Context,
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
@@ -32,17 +32,8 @@ def command(
                              help="Also write the five most probable classes of the first N images (the paper's "
                              "Figure 4, left, in text)."),
     force: bool = FORCE,
-    devices: str = DEVICES,
-    precision: Precision = PRECISION,
-    channels_last: Switch = CHANNELS_LAST,
-    compile: bool = COMPILE,
-    cuda_graphs: bool = CUDA_GRAPHS,
-    decode: Decode = DECODE,
-    residency: Residency = RESIDENCY,
-    workers: int = LOADER_WORKERS,
-    lrn_impl: LrnImpl = LRN_IMPL,
-    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
+    **runtime,
 ) -> None:
     """Ten-crop top-1/top-5 error of a trained run (the paper's test protocol), and the per-image
     predictions that `alexctl ensemble` averages. The same checkpoint on the same data is evaluated

@@ -3,6 +3,7 @@ one way every command prints its summary."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -53,6 +54,32 @@ CONV_FORM: ConvForm = typer.Option(_R.conv_form, "--conv-form", rich_help_panel=
                                    "blockdiag. The same function and weights either way.")
 DETERMINISTIC = typer.Option(_R.deterministic, "--deterministic", rich_help_panel=RUNTIME,
                              help="Deterministic kernels: a resumed run ends bit-identical on the CPU.")
+
+# name: (annotation, option). The runtime settings (config.RuntimeOptions) as command-line options.
+RUNTIME_OPTIONS = {
+    "devices": (str, DEVICES), "precision": (Precision, PRECISION), "channels_last": (Switch, CHANNELS_LAST),
+    "compile": (bool, COMPILE), "cuda_graphs": (bool, CUDA_GRAPHS), "decode": (Decode, DECODE),
+    "residency": (Residency, RESIDENCY), "workers": (int, LOADER_WORKERS), "lrn_impl": (LrnImpl, LRN_IMPL),
+    "conv_form": (ConvForm, CONV_FORM), "deterministic": (bool, DETERMINISTIC),
+}
+
+
+def with_runtime(*names: str):
+    """Add the runtime options `names` (all of them by default) to a command. They are declared once, here:
+    the command takes them as **runtime and builds its RuntimeOptions with runtime_options(ctx.params)."""
+    def decorate(command):
+        signature = inspect.signature(command)
+        kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = []
+        for name in names or tuple(RUNTIME_OPTIONS):
+            annotation, option = RUNTIME_OPTIONS[name]
+            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+            command.__annotations__[name] = annotation
+        command.__signature__ = signature.replace(parameters=kept + added)
+        return command
+
+    return decorate
+
 
 _C = CheckpointOptions()
 KEEP = typer.Option(_C.keep, "--keep", metavar="N", rich_help_panel=CHECKPOINTS,

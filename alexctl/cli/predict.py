@@ -13,14 +13,13 @@ from typing import Literal
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, COMPILE, CONV_FORM, DATA, DEVICES, JSON, LRN_IMPL, MODEL, OUTPUT,
-                                 PRECISION, RUNTIME, emit, given, runtime_options)
-from alexctl.config import ConvForm, LrnImpl, Precision, Switch
+from alexctl.cli.options import DATA, JSON, MODEL, OUTPUT, RUNTIME, emit, given, runtime_options, with_runtime
 
 Crops = Literal["10", "1"]
 Format = Literal["table", "csv", "jsonl"]
 
 
+@with_runtime("devices", "precision", "channels_last", "compile", "lrn_impl", "conv_form")
 def command(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SOURCE", show_default=False,
@@ -40,15 +39,10 @@ def command(
     output_format: Format = typer.Option("table", "--format", rich_help_panel=OUTPUT,
                                          help="table (for a person), csv (a header, then one row per image) or "
                                          "jsonl (one JSON object per image), on stdout as each batch is done."),
-    devices: str = DEVICES,
-    precision: Precision = PRECISION,
-    channels_last: Switch = CHANNELS_LAST,
-    compile: bool = COMPILE,
     workers: int = typer.Option(-1, "--workers", metavar="N", rich_help_panel=RUNTIME,
                                 help="Threads decoding and resizing the images (-1: all cores but one)."),
-    lrn_impl: LrnImpl = LRN_IMPL,
-    conv_form: ConvForm = CONV_FORM,
     as_json: bool = JSON,
+    **runtime,
 ) -> None:
     """Classify images with a trained run or an ensemble, as the paper tests: the shorter side rescaled
     to 256, the central 256x256, the ten 224x224 patches (or the center one) minus the training set's

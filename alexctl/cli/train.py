@@ -8,16 +8,16 @@ from pathlib import Path
 
 import typer
 
-from alexctl.cli.options import (CHANNELS_LAST, CUDA_GRAPHS, CHECKPOINT_MINUTES, CHECKPOINT_EPOCHS, CHECKPOINT_STEPS, COMPILE, CONV_FORM, DATA, DECODE,
-                                 DETERMINISTIC, DEVICES, JSON, KEEP, LOADER_WORKERS, LRN_IMPL, MODEL, OPTIMISATION,
-                                 PRECISION, RESIDENCY, emit, error_line, given, pick, runtime_options)
-from alexctl.config import (ConvForm, Decode, LrnImpl, Precision, Residency, Switch, Activation, AlphaReading, Arch, CheckpointOptions, ModelConfig, Pooling, TrainConfig,
-                            TrainCrop, UpdateRule)
+from alexctl.cli.options import (CHECKPOINT_EPOCHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, DATA, JSON, KEEP, MODEL,
+                                 OPTIMISATION, emit, error_line, given, pick, runtime_options, with_runtime)
+from alexctl.config import (Activation, AlphaReading, Arch, CheckpointOptions, ModelConfig, Pooling, TrainConfig, TrainCrop,
+                            UpdateRule)
 from alexctl.console import progress
 
 _M, _T = ModelConfig(), TrainConfig()
 
 
+@with_runtime()
 def command(
     ctx: typer.Context,
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory: config, metrics.jsonl, checkpoints "
@@ -75,18 +75,8 @@ def command(
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
     checkpoint_steps: int = CHECKPOINT_STEPS,
     checkpoint_epochs: int = CHECKPOINT_EPOCHS,
-    devices: str = DEVICES,
-    precision: Precision = PRECISION,
-    channels_last: Switch = CHANNELS_LAST,
-    compile: bool = COMPILE,
-    cuda_graphs: bool = CUDA_GRAPHS,
-    decode: Decode = DECODE,
-    residency: Residency = RESIDENCY,
-    workers: int = LOADER_WORKERS,
-    lrn_impl: LrnImpl = LRN_IMPL,
-    conv_form: ConvForm = CONV_FORM,
-    deterministic: bool = DETERMINISTIC,
     as_json: bool = JSON,
+    **runtime,
 ) -> None:
     """Train the paper's network: random 224x224 crops and reflections, PCA colour augmentation,
     SGD with momentum 0.9 and weight decay 0.0005, lr 0.01 divided by 10 when the validation error
