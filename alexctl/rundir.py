@@ -37,10 +37,23 @@ SPLITS = ("train", "val")  # the splits a data directory holds
 
 
 @dataclass(frozen=True)
-class SplitDir:
-    """DATA_DIR/<split>/: WebDataset shards, their sidecars, the index and the manifest."""
+class _Guarded:
+    """A directory one command writes at a time: its lock, and the record of its last failure."""
 
     root: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed.json"
+
+
+@dataclass(frozen=True)
+class SplitDir(_Guarded):
+    """DATA_DIR/<split>/: WebDataset shards, their sidecars, the index and the manifest."""
 
     @property
     def name(self) -> str:
@@ -53,14 +66,6 @@ class SplitDir:
     @property
     def index(self) -> Path:
         return self.root / "index.npz"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-    @property
-    def failed(self) -> Path:
-        return self.root / "failed.json"
 
     def shard(self, i: int) -> Path:
         return self.root / f"shard-{i:06d}.tar"
@@ -104,10 +109,8 @@ class DataDir:
 
 
 @dataclass(frozen=True)
-class RunDir:
+class RunDir(_Guarded):
     """Written by `alexctl train` (one per training run) and read by eval, ensemble, report."""
-
-    root: Path
 
     @property
     def config(self) -> Path:
@@ -121,14 +124,6 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-    @property
-    def failed(self) -> Path:
-        return self.root / "failed.json"
 
     @property
     def checkpoints(self) -> Path:
