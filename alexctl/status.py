@@ -22,6 +22,7 @@ from alexctl import rundir
 from alexctl.errors import UserError
 
 NEEDS_ATTENTION = ("failed", "stale", "missing", "broken", "corrupt")
+UNREADABLE = (UserError, OSError, ValueError, KeyError, TypeError, AttributeError)  # a record of another form
 
 
 def status(paths: list[Path], *, verify: bool = False) -> list[dict]:
@@ -31,27 +32,50 @@ def status(paths: list[Path], *, verify: bool = False) -> list[dict]:
 def _one(path: Path, verify: bool) -> dict:
     try:
         return _read(path, verify)
-    except (UserError, OSError, ValueError, KeyError, TypeError) as e:
+    except UNREADABLE as e:
+        return {"path": str(path), "kind": "broken", "stages": [_broken("-", e)]}
+
+
+def _broken(stage: str, e: Exception) -> dict:
+    if isinstance(e, OSError) and e.filename:
+        detail = f"{e.filename}: {e.strerror or e}"
+    else:
         detail = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        return {"path": str(path), "kind": "broken", "stages": [{"stage": "-", "state": "broken", "detail": detail}]}
+    return {"stage": stage, "state": "broken", "detail": detail}
+
+
+def _guarded(stage: str, read, *args) -> list[dict]:
+    """The stages `read(*args)` returns, or one broken stage: one unreadable file spoils only its own stage."""
+    try:
+        result = read(*args)
+    except UNREADABLE as e:
+        return [_broken(stage, e)]
+    return result if isinstance(result, list) else [result]
 
 
 def _read(path: Path, verify: bool) -> dict:
     if not path.exists():
         return {"path": str(path), "kind": "missing",
                 "stages": [{"stage": "-", "state": "missing", "detail": "no such directory"}]}
+    if not path.is_dir():
+        return {"path": str(path), "kind": "unknown",
+                "stages": [{"stage": "-", "state": "missing", "detail": "a file, not a data or run directory"}]}
     run = rundir.RunDir(path)
     manifest = rundir.read_json(run.manifest, "run manifest") if run.manifest.exists() else {}
+    if not isinstance(manifest, dict):
+        raise UserError(f"run manifest {run.manifest} is not a JSON object.")
     if manifest.get("kind") == "ensemble":
-        return {"path": str(path), "kind": "ensemble", "stages": [_ensemble(run, manifest)] + _evals(run, done=False)}
+        return {"path": str(path), "kind": "ensemble",
+                "stages": _guarded("ensemble", _ensemble, run, manifest) + _guarded("eval", _evals, run, False)}
     if run.config.exists() or run.checkpoints.exists() or run.lock.exists():
-        stages = [_training(run, manifest)] + _evals(run)
+        stages = _guarded("train", _training, run, manifest) + _guarded("eval", _evals, run)
         if verify:
-            stages += _verify_checkpoints(run)
+            stages += _guarded("checkpoints", _verify_checkpoints, run)
         return {"path": str(path), "kind": "run", "stages": stages}
     data = rundir.DataDir(path)
     if data.classes.exists() or any(data.split(s).root.is_dir() for s in data.split_names()):
-        return {"path": str(path), "kind": "data", "stages": [_split(data, s, verify) for s in data.split_names()]}
+        stages = [stage for s in data.split_names() for stage in _guarded(f"preprocess {s}", _split, data, s, verify)]
+        return {"path": str(path), "kind": "data", "stages": stages}
     return {"path": str(path), "kind": "unknown",
             "stages": [{"stage": "-", "state": "missing", "detail": "neither a data nor a run directory"}]}
 
@@ -62,16 +86,22 @@ def _split(data: rundir.DataDir, split: str, verify: bool) -> dict:
     locks = [d.lock] + sorted(d.root.glob(".lock-part-*")) if d.root.is_dir() else []
     live = _live(locks)
     if d.manifest.exists() and not live:
+        from alexctl.data.shards import size_problems, verify_split
+
         m = rundir.read_json(d.manifest, "manifest")
         done = {**stage, "state": "done", "detail": f"{m['written']} images in {len(m['shards'])} shards, "
                                                     f"{len(m['skipped'])} skipped"}
+        # A missing or cut shard or index is found without --verify: a stat per file costs nothing.
+        problems = verify_split(d.root, m) if verify else size_problems(d.root, m)
+        if problems:
+            return {**stage, "state": "corrupt", "detail": "; ".join(problems[:3])
+                    + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+                    + f"; `alexctl preprocess ... {data.root} --split {split} --force` redoes it"}
+        if d.failed.exists() and not verify:  # beside a manifest: `preprocess --verify` found damage
+            record = rundir.read_json(d.failed, "failure record")
+            state = "corrupt" if "--verify" in str(record.get("command")) else "failed"
+            return {**stage, "state": state, "detail": f"{record.get('error')} ({record.get('time')})"}
         if verify:
-            from alexctl.data.shards import verify_split
-
-            problems = verify_split(d.root, m)
-            if problems:
-                return {**stage, "state": "corrupt", "detail": "; ".join(problems[:3])
-                        + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")}
             done["detail"] += ", every shard and the index verified"
         return done
     if live:

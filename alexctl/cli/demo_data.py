@@ -46,7 +46,7 @@ def command(
                         else f"--seed {seed} must be 0 or more.")
     _check_target(out_dir, force)
     target = out_dir.resolve()  # `demo-data .` too has a parent to stage in
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable(out_dir, target.parent)
     staging = target.parent / f".{target.name}{TMP_MARK}{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -67,6 +67,20 @@ def _check_target(out_dir: Path, force: bool) -> None:
         raise UserError(f"DIR {out_dir} exists and is not a directory.")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise UserError(f"DIR {out_dir} is not empty; pass --force to replace an earlier demo-data run's files there.")
+
+
+def _check_writable(out_dir: Path, parent: Path) -> None:
+    """DIR's folder exists or can be made, and takes a new folder (the set is staged there): checked before
+    any image is drawn."""
+    probe = parent / f".{out_dir.name}{TMP_MARK}probe-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except FileExistsError as e:  # a file where a folder should be
+        raise UserError(f"DIR {out_dir} cannot be made: {e.filename} is a file, not a folder.") from None
+    except OSError as e:
+        raise UserError(f"DIR {out_dir} cannot be made: {e.strerror or e} ({e.filename}).") from None
 
 
 def _move_into_place(staging: Path, out_dir: Path, folders: list[str]) -> None:

@@ -10,7 +10,8 @@ from alexctl.cli.options import JSON, OUTPUT, emit
 
 
 def command(
-    paths: list[Path] = typer.Argument(..., metavar="DIR", help="Data directories, run directories and ensembles."),
+    paths: list[Path] = typer.Argument(..., metavar="DIR", readable=False,  # one unreadable DIR: broken, not fatal
+                                       help="Data directories, run directories and ensembles."),
     verify: bool = typer.Option(False, "--verify", rich_help_panel=OUTPUT,
                                 help="Also check every shard against its recorded SHA-256, the split indexes, and "
                                 "that every checkpoint loads (reads everything: slow on large data)."),

@@ -115,6 +115,8 @@ def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, i
     if data[:2] == b"\xff\xd8":
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if width * height > 2 * Image.MAX_IMAGE_PIXELS:  # refused as PIL refuses it, before any allocation
+                raise UnreadableImage(f"too large to decode safely ({width}x{height} pixels)")
             if colorspace in ("Gray", "YCbCr", "RGB"):  # CMYK and YCCK go through PIL
                 scale = _dct_scale(width, height, size) if fast else 1
                 rgb = simplejpeg.decode_jpeg(

@@ -84,10 +84,7 @@ def read_class_file(path: Path) -> ClassList:
     if path.is_dir():
         return _class_list_of_folder(path)
     wnids, names = [], []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise UserError(f"class file {path} cannot be read: {e.strerror or e}.") from None
+    lines = _read_text(path, "class file", "utf-8").splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -125,10 +122,7 @@ def read_names(path: Path) -> dict[str, str]:
 
 def read_label_file(path: Path, devkit: Path | None = None) -> dict[str, str]:
     """Image stem -> label (wnid or class name), from any of the accepted forms."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise UserError(f"label file {path} cannot be read: {e.strerror or e}.") from None
+    text = _read_text(path, "label file", "utf-8-sig")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise UserError(f"label file {path} is empty.")
@@ -205,6 +199,17 @@ def read_devkit_meta(devkit: Path) -> dict[int, str]:
         return {int(i): str(w) for i, w in zip(leaves["ILSVRC2012_ID"], leaves["WNID"])}
     except Exception as e:  # scipy raises several types for a foreign file
         raise UserError(f"{meta} is not the devkit's meta.mat: {e}.") from None
+
+
+def _read_text(path: Path, what: str, encoding: str) -> str:
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read: {e.strerror or e}.") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise UserError(f"{what} {path} is not UTF-8 text (line {line} holds the byte 0x{e.object[e.start]:02x}); "
+                        "save it as UTF-8.") from None
 
 
 def _stem(name: str) -> str:

@@ -88,26 +88,70 @@ class Split:
 
 
 def load_split(data_dir: Path, split: str) -> Split:
-    """The split `split` of a data directory written by `alexctl preprocess`, or a UserError saying what is missing."""
-    split_dir = rundir.DataDir(Path(data_dir)).split(split)
+    """The split `split` of a data directory written by `alexctl preprocess`, checked before anything reads
+    it: a UserError (exit 2) names what is missing or damaged (a truncated or altered index.npz, a shard of
+    another size than its manifest records, a class list that is not the split's)."""
+    data = rundir.DataDir(Path(data_dir))
+    split_dir = data.split(split)
     if not split_dir.manifest.exists():
         raise UserError(f"{split_dir.root} is not a complete {split} split (no manifest.json): "
                         f"run `alexctl preprocess SOURCE {data_dir} --split {split}` first.")
     manifest = rundir.read_json(split_dir.manifest, "manifest")
-    index = rundir.load_npz(split_dir.index, "split index")
-    classes = ClassList.from_json(rundir.read_json(rundir.DataDir(Path(data_dir)).classes, "class list"))
-    return Split(
-        root=split_dir.root,
-        keys=index["keys"],
-        labels=index["labels"].astype(np.int64),
-        shard=index["shard"],
-        offset=index["offset"],
-        size=index["size"],
-        shard_paths=[str(split_dir.root / s["path"]) for s in manifest["shards"]],
-        image_size=int(manifest["options"]["size"]),
-        classes=classes,
-        identity=manifest["identity"],
-    )
+    if not isinstance(manifest, dict) or manifest.get("kind") != "data-split":
+        raise UserError(f"{split_dir.manifest} is not the manifest of a split written by `alexctl preprocess`.")
+    redo = f"preprocess it again (`alexctl preprocess ... {data_dir} --split {split} --force`)"
+    try:
+        index = _checked_index(split_dir, manifest)
+        classes = ClassList.from_json(rundir.read_json(data.classes, "class list"))
+        _check_classes(manifest, classes, data, split, redo)
+        return Split(
+            root=split_dir.root,
+            keys=index["keys"],
+            labels=index["labels"].astype(np.int64),
+            shard=index["shard"],
+            offset=index["offset"],
+            size=index["size"],
+            shard_paths=[str(split_dir.root / s["path"]) for s in manifest["shards"]],
+            image_size=int(manifest["options"]["size"]),
+            classes=classes,
+            identity=manifest["identity"],
+        )
+    except (KeyError, TypeError, ValueError) as e:  # a manifest or class list of another form, a damaged index
+        raise UserError(f"{split_dir.root} is damaged: {_sentence(e)}; {redo}.") from None
+
+
+def _check_classes(manifest: dict, classes: ClassList, data: rundir.DataDir, split: str, redo: str) -> None:
+    """The split's labels index the data directory's class list (a split copied from another data directory
+    would be trained on with the wrong classes)."""
+    recorded = manifest.get("class_wnids")  # older manifests record the number of classes only
+    if manifest["classes"] != len(classes) or (recorded is not None and tuple(recorded) != classes.wnids):
+        order = " in another order" if manifest["classes"] == len(classes) else ""
+        raise UserError(f"{data.root}: the {split} split has {manifest['classes']} classes{order} but "
+                        f"{data.classes} lists {len(classes)}: it was preprocessed for another class list; {redo}.")
+
+
+def _checked_index(split_dir: rundir.SplitDir, manifest: dict) -> dict[str, np.ndarray]:
+    """index.npz, after checking it (its recorded SHA-256, or for older manifests its lengths and ranges)
+    and the shards' sizes against the manifest: cheap, no shard is read. A ValueError says what is wrong."""
+    from alexctl.data.shards import index_problems, read_index, size_problems
+
+    problems = size_problems(split_dir.root, manifest)
+    if problems:
+        raise ValueError(problems[0])
+    index_path = split_dir.root / manifest.get("index", split_dir.index.name)
+    if "index_sha256" in manifest and rundir.file_sha256(index_path) != manifest["index_sha256"]:
+        raise ValueError(f"{index_path.name} does not match the SHA-256 its manifest records (truncated or altered)")
+    index = read_index(index_path)
+    problems = index_problems(index_path.name, index, manifest)
+    if problems:
+        raise ValueError(problems[0])
+    return index
+
+
+def _sentence(e: Exception) -> str:
+    if isinstance(e, (KeyError, TypeError)):
+        return f"its manifest or class list is not of the form alexctl writes ({type(e).__name__}: {e})"
+    return str(e).rstrip(".")
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:

@@ -13,7 +13,6 @@ classes and statistics (train split), and the manifest last.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import time
 from contextlib import nullcontext
@@ -29,8 +28,9 @@ from alexctl.data import shards as shard_ops
 from alexctl.data import stats as stats_ops
 from alexctl.data.labels import ClassList, image_stem, read_class_file, read_label_file, read_names
 from alexctl.data.sources import Item, printable, sample_keys, scan
+from alexctl.data.workers import ordered_map
 from alexctl.errors import UserError, WorkFailed
-from alexctl.stop import StopSignals, ignore_in_worker
+from alexctl.stop import StopSignals
 
 
 
@@ -119,6 +119,7 @@ def verify(data_dir: Path, split: str) -> dict:
                    "preprocess it again with --force.")
         rundir.record_failure(split_dir.failed, "preprocess --verify", message)
         raise WorkFailed(message, summary=summary)
+    rundir.clear_failure(split_dir.failed)  # an earlier --verify's record: the split is whole again
     return {**summary, "detail": f"{len(manifest['shards'])} shards and the index match the manifest "
                                  f"({manifest['written']} images)"}
 
@@ -162,10 +163,10 @@ def _labels(items: list[Item], inputs: Inputs) -> list[str]:
         if missing:
             raise UserError(f"{len(missing)} images in {_names(inputs)} have no line in --labels {inputs.labels} "
                             f"(first: {printable(missing[0])}).")
-        unused = len(table) - len({image_stem(it.name) for it in items})
+        unused = sorted(set(table) - {image_stem(it.name) for it in items})
         if unused:
-            log(f"--labels {inputs.labels} lists {unused} images that {_names(inputs)} does not hold "
-                "(labelled, but not found); they are ignored.")
+            log(f"--labels {inputs.labels} lists {len(unused)} images that {_names(inputs)} does not hold "
+                f"(labelled, but not found; first: {printable(unused[0])}); they are ignored.")
         return [table[image_stem(it.name)] for it in items]
     flat = [it.relpath for it in items if it.folder is None]
     if flat:
@@ -248,7 +249,7 @@ def _shard_done(split_dir: rundir.SplitDir, i: int, digest: str) -> bool:
         return False
     try:
         meta = rundir.load_npz(sidecar, keys=("plan", "tar_bytes"))  # not the statistics arrays
-    except UserError:
+    except Exception:  # unreadable, truncated (zipfile's BadZipFile) or of another form: the shard is redone
         return False
     return str(meta["plan"]) == digest and int(meta["tar_bytes"]) == shard.stat().st_size
 
@@ -262,7 +263,8 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
         remaining[i] = len(shard_tasks)
     pending: list = []
     written = 0
-    for result in _map(shard_ops.process_chunk, tasks, workers, stop):
+    where = "while shards were being written; every finished shard is kept: run the same command again to finish."
+    for result in ordered_map(shard_ops.process_chunk, tasks, workers, stop, where):
         shard_index = result[0]
         pending.append(result)
         bar.advance(len(result[2]) + len(result[3]))
@@ -275,60 +277,7 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
             written += 1
             lock.update(shards_written=written, shards_to_write=len(todo))  # for `alexctl status`
         stop.check(f"after {written} of {len(todo)} shards; every finished shard is kept: run the same command "
-                   "again to finish")
-
-
-def _map(fn, tasks, workers, stop: StopSignals):
-    """fn over tasks, results in task order, on `workers` processes (1: in this process).
-
-    A stop (SIGINT, SIGTERM) is noticed within half a second even while a result is awaited: Ctrl-C reaches
-    the workers too (they ignore it and the parent ends them), and a SIGTERM sent to the whole process group
-    (timeout, systemd) kills workers whose tasks would otherwise never report back."""
-    if workers <= 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
-        return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["alexctl.data.shards", "alexctl.data.image"])  # workers start with torch and numpy imported
-    # The variables must be set before the fork server starts; it keeps them. One thread per worker for
-    # BLAS and OpenMP: parallelism comes from the workers, and oversubscribed threads made preprocessing
-    # three times slower (measured, 2 cores). PYTHONSAFEPATH: the server must not put the current directory
-    # first on its path, or a folder named `alexctl` there (the parent of a clone) shadows the installed
-    # package and every worker dies on import, forever respawned.
-    saved = {k: os.environ.get(k) for k in _SERVER_VARIABLES}
-    os.environ.update({k: "1" for k in _SERVER_VARIABLES})
-    try:
-        pool = context.Pool(min(workers, len(tasks)), initializer=_worker_init)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        results = pool.imap(fn, tasks, chunksize=1)
-        for _ in tasks:
-            while True:
-                try:
-                    result = results.next(timeout=0.5)
-                    break
-                except multiprocessing.TimeoutError:
-                    stop.check("while shards were being written; every finished shard is kept: run the same "
-                               "command again to finish")
-            yield result
-        pool.close()
-    finally:
-        pool.terminate()  # a stop, an error or the end: no worker outlives the command
-        pool.join()
-
-
-_SERVER_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONSAFEPATH")
-
-
-def _worker_init() -> None:
-    import torch
-
-    ignore_in_worker()  # Ctrl-C reaches the whole process group: the parent stops the pool, not the workers
-    torch.set_num_threads(1)
+                   "again to finish.")
 
 
 # ---------------------------------------------------------------- merging and summaries
@@ -371,10 +320,12 @@ def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars:
         "written": summary["written"],
         "skipped": summary["skipped"],
         "classes": len(classes),
+        "class_wnids": list(classes.wnids),  # what the labels index: a reader checks classes.json against it
         "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
         "shards": [{"path": split_dir.shard(i).name, "samples": int(len(s["keys"])), "bytes": int(s["tar_bytes"]),
                     "sha256": h} for i, (s, h) in enumerate(zip(sidecars, shard_hashes))],
         "index": split_dir.index.name,
+        "index_bytes": split_dir.index.stat().st_size,
         "index_sha256": rundir.file_sha256(split_dir.index),
         "stats": data.stats.name if split == "train" else None,
         "seconds": summary["seconds"],

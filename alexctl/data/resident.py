@@ -30,10 +30,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 import torch
 
+from alexctl import rundir
 from alexctl.data.loader import Split, _Batches, _loader
 from alexctl.errors import UserError
 
@@ -70,11 +72,8 @@ def open_source(split: Split, *, device: torch.device | str, residency: str = "a
         raise UserError(f"Decoding on the GPU (nvJPEG) needs a CUDA device, not {device}.")
     chosen, reason = choose_residency(split, device, residency=residency, workers=workers, decode=decode,
                                       memory_budget=memory_budget)
-    if chosen == "decoded":
-        return _DecodedSource(split, device, reason, workers, decode)
-    if chosen == "jpeg":
-        return _JpegSource(split, device, reason, workers, decode)
-    return _DiskSource(split, device, reason, workers, decode)
+    kind = {"decoded": _DecodedSource, "jpeg": _JpegSource, "disk": _DiskSource}[chosen]
+    return kind(split, device, reason, workers, decode)
 
 
 def choose_residency(split: Split, device: torch.device, *, residency: str, workers: int, decode: str,
@@ -105,7 +104,11 @@ def choose_residency(split: Split, device: torch.device, *, residency: str, work
 
 
 class BatchSource:
-    """Batches of one split on one device, whatever the residency. Use as a context manager, or close()."""
+    """Batches of one split on one device, whatever the residency. Use as a context manager, or close().
+
+    From open to close it holds the split's shared readers lock (rundir.split_readers), so that
+    `preprocess --force` cannot rewrite the shards under it, and it opens only a split that is not being
+    rewritten and is still the one `load_split` read."""
 
     residency: str  # "disk", "jpeg" or "decoded"
     reason: str  # one sentence: what was picked and why, for logs and config.json
@@ -113,6 +116,13 @@ class BatchSource:
     def __init__(self, split: Split, device: torch.device, reason: str, workers: int, decode: str):
         self.split, self.device, self.reason, self.workers, self.decode = split, device, reason, workers, decode
         self.closed = False
+        self._readers = ExitStack()
+        self._readers.enter_context(rundir.split_readers(split.root))
+        try:
+            _check_unchanged(split)
+        except BaseException:
+            self._readers.close()
+            raise
 
     def batches(self, batches: list[np.ndarray]) -> Iterator[Batch]:
         """For each index array, in order: uint8 (n, 3, S, S) images on the device, int64 (n,) labels on the
@@ -124,6 +134,7 @@ class BatchSource:
 
     def close(self) -> None:
         self.closed = True
+        self._readers.close()  # releases the readers lock
 
     def __enter__(self) -> BatchSource:
         return self
@@ -304,6 +315,21 @@ class _DecodedSource(_ResidentSource):
         for indices in batches:
             index = torch.from_numpy(indices).to(self.device, non_blocking=True)  # moved once, used twice
             yield self.pixels.index_select(0, index).permute(0, 3, 1, 2), self.labels.index_select(0, index), indices
+
+
+def _check_unchanged(split: Split) -> None:
+    """The split on disk is still the one `split` describes: `preprocess --force` may have rewritten it between
+    load_split and taking the readers lock."""
+    manifest = rundir.SplitDir(split.root).manifest
+    if not manifest.exists():  # a Split not read from a data directory (tests), or one removed meanwhile
+        if (split.root / "index.npz").exists() or any(split.root.glob("shard-*.tar")):
+            raise UserError(f"{split.root} is being rewritten (no manifest.json any more); run the command again "
+                            "when `alexctl preprocess` has finished.")
+        return
+    identity = rundir.read_json(manifest, "manifest").get("identity")
+    if identity != split.identity:
+        raise UserError(f"{split.root} was rewritten by `alexctl preprocess --force` after it was read; run the "
+                        "command again.")
 
 
 def _nvjpeg(split: Split, indices: np.ndarray, datas: list[torch.Tensor], device: torch.device) -> torch.Tensor:

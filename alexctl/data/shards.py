@@ -148,29 +148,73 @@ def verify_split(root: Path, manifest: dict) -> list[str]:
     from alexctl import rundir
 
     root = Path(root)
-    problems = []
-    for i, shard in enumerate(manifest["shards"]):
-        path = root / shard["path"]
-        if not path.is_file():
-            problems.append(f"{shard['path']} is missing")
-        elif path.stat().st_size != shard["bytes"]:
-            problems.append(f"{shard['path']} has {path.stat().st_size} bytes, not the {shard['bytes']} recorded")
-        elif rundir.file_sha256(path) != shard["sha256"]:
+    damaged = _size_mismatches(root, manifest)
+    problems = list(damaged.values())
+    for shard in manifest["shards"]:
+        if shard["path"] not in damaged and rundir.file_sha256(root / shard["path"]) != shard["sha256"]:
             problems.append(f"{shard['path']} does not match its recorded SHA-256 (its bytes changed)")
     index = root / manifest.get("index", "index.npz")
-    if "index_sha256" in manifest and index.is_file() and rundir.file_sha256(index) != manifest["index_sha256"]:
+    if index.name in damaged:
+        return problems
+    if "index_sha256" in manifest and rundir.file_sha256(index) != manifest["index_sha256"]:
         problems.append(f"{index.name} does not match its recorded SHA-256")
     try:
-        z = rundir.load_npz(index, "split index")
-        sizes = np.array([s["bytes"] for s in manifest["shards"]], np.int64)
-        ok = (len(z["keys"]) == manifest["written"] and len(z["shard"]) == len(z["keys"])
-              and (z["shard"] >= 0).all() and (z["shard"] < len(sizes)).all()
-              and (z["offset"] >= 0).all() and (z["offset"] + z["size"] <= sizes[z["shard"]]).all())
-        if not ok:
-            problems.append(f"{index.name} does not describe the {manifest['written']} samples of the shards")
-    except Exception as e:  # a truncated file: zipfile, numpy and KeyError all possible
-        problems.append(f"{index.name} cannot be read: {e}")
+        arrays = read_index(index)
+    except ValueError as e:
+        return problems + [str(e)]
+    return problems + index_problems(index.name, arrays, manifest)
+
+
+def size_problems(root: Path, manifest: dict) -> list[str]:
+    """Shards (and the index, where its size is recorded) that are missing or whose size is not the recorded
+    one: cheap, nothing is read."""
+    return list(_size_mismatches(Path(root), manifest).values())
+
+
+def _size_mismatches(root: Path, manifest: dict) -> dict[str, str]:
+    """file name -> what is wrong with its size."""
+    files = [(shard["path"], shard["bytes"]) for shard in manifest["shards"]]
+    files.append((manifest.get("index", "index.npz"), manifest.get("index_bytes")))  # older manifests: presence only
+    problems = {}
+    for name, recorded in files:
+        try:
+            size = (root / name).stat().st_size
+        except FileNotFoundError:
+            problems[name] = f"{name} is missing"
+            continue
+        if recorded is not None and size != recorded:
+            problems[name] = f"{name} has {size} bytes, not the {recorded} recorded"
     return problems
+
+
+INDEX_KEYS = ("keys", "labels", "shard", "offset", "size")
+
+
+def read_index(path: Path) -> dict[str, np.ndarray]:
+    """A split's index.npz; a ValueError names the file when it is missing, truncated or not an index."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in INDEX_KEYS}
+    except Exception as e:  # a truncated file: zipfile, numpy, OSError and KeyError all possible
+        raise ValueError(f"{Path(path).name} cannot be read: {type(e).__name__}: {e}") from None
+
+
+def index_problems(name: str, index: dict[str, np.ndarray], manifest: dict) -> list[str]:
+    """Whether the index describes the manifest's samples: one entry per written image, every byte range
+    inside its shard, every label a class of the split."""
+    sizes = np.array([s["bytes"] for s in manifest["shards"]], np.int64)
+    n = manifest["written"]
+    if any(len(index[k]) != n for k in INDEX_KEYS):
+        lengths = ", ".join(f"{k} {len(index[k])}" for k in INDEX_KEYS)
+        return [f"{name} does not describe the {n} samples of the shards ({lengths})"]
+    shard, offset, size, labels = (index[k].astype(np.int64) for k in ("shard", "offset", "size", "labels"))
+    if n and not ((shard >= 0).all() and (shard < len(sizes)).all()):
+        return [f"{name} refers to shards that the manifest does not list"]
+    if n and not ((offset >= 0).all() and (size > 0).all() and (offset + size <= sizes[shard]).all()):
+        return [f"{name} gives byte ranges outside their shards"]
+    if n and not (0 <= labels.min() and labels.max() < manifest["classes"]):
+        return [f"{name} holds labels outside 0..{manifest['classes'] - 1}"]
+    return []
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

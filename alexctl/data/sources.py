@@ -118,8 +118,10 @@ def _unlistable(error: OSError) -> None:
 def _scan_tar(path: Path) -> list[Item]:
     try:
         tar = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise UserError(f"SOURCE {path} is neither a folder nor a readable tar file: {e}.") from None
+    except OSError as e:
+        raise UserError(f"SOURCE {path} cannot be read: {e.strerror or e}.") from None
+    except tarfile.TarError:  # its message lists every method tried, one line each
+        raise UserError(f"SOURCE {path} is neither a folder nor a tar file (plain, gzip, bzip2 or xz).") from None
     compressed = _is_compressed(path)
     items: list[Item] = []
     held = 0
