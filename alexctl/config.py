@@ -205,6 +205,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise UserError(f"--config {path} cannot be read: {e.strerror or e}.") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--config {path} is not UTF-8 text (byte {e.start}).") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:

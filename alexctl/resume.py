@@ -154,13 +154,19 @@ class Saver:
             self.lock.update(**where)
 
 
-def resume(run: rundir.RunDir, net, optimizer, schedule, runtime: device_ops.Runtime) -> Progress:
-    """The progress saved in last.pt, with the weights, optimizer and schedule loaded; a fresh start without it."""
-    if not run.last_checkpoint.exists():
+def saved_state(run: rundir.RunDir) -> dict | None:
+    """last.pt read whole (None for a fresh start): read before the run directory is touched, so a damaged
+    checkpoint is refused with the directory as it was."""
+    return checkpoint.load_resume(run.last_checkpoint) if run.last_checkpoint.exists() else None
+
+
+def resume(run: rundir.RunDir, ckpt: dict | None, net, optimizer, schedule, runtime: device_ops.Runtime) -> Progress:
+    """The progress saved in `ckpt` (saved_state), with the weights, optimizer and schedule loaded; a fresh
+    start without it."""
+    if ckpt is None:
         if runtime.leader and run.metrics.exists():
             rundir.rewrite_jsonl(run.metrics, [])  # rows of a start that never saved: this start redoes them
         return Progress()
-    ckpt = checkpoint.load_resume(run.last_checkpoint)
     if ckpt["devices"] != len(runtime.devices):
         raise UserError(f"{run.root} was trained on {ckpt['devices']} device(s) per process; resume it with the same "
                         "number in --devices (the optimizer's state is laid out per device).")
@@ -193,6 +199,8 @@ def config_record(data: dict, model_config: ModelConfig, config: TrainConfig, ru
 def check_run_dir(run: rundir.RunDir, record: dict) -> None:
     """A run directory trains one thing: other data or other settings are refused, and so is an --epochs
     below the epochs already trained. Nothing is written here."""
+    if run.root.exists() and not run.root.is_dir():
+        raise UserError(f"{run.root} is a file, not a run directory.")
     if not run.config.exists():
         return
     saved = rundir.read_json(run.config, "run configuration")

@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,8 +240,8 @@ def load_npz(path: Path, what: str = "file", keys: tuple[str, ...] | None = None
             return {k: z[k] for k in (z.files if keys is None else keys)}
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist.") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{what} {path} cannot be read: {e}.") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{what} {path} cannot be read ({e}); it is damaged or truncated.") from None
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -35,7 +35,8 @@ from alexctl.data.training import TrainingData, load_training_data
 from alexctl.errors import WorkFailed
 from alexctl.optim import build_optimizer
 from alexctl.predict import predict
-from alexctl.resume import EpochSums, Progress, Saver, check_run_dir, config_record, prepare_run_dir, resume, summarise
+from alexctl.resume import (EpochSums, Progress, Saver, check_run_dir, config_record, prepare_run_dir, resume,
+                            saved_state, summarise)
 from alexctl.schedule import parse_schedule
 from alexctl.stop import StopSignals
 
@@ -67,10 +68,12 @@ def train(data_dir: Path, run_dir: Path, model_config: ModelConfig, config: Trai
             rundir.failures_recorded(run.failed, "train", enabled=runtime.leader), StopSignals() as stop, \
             open_source(data.train, **device_ops.reading(runtime)) as train_source, \
             open_source(data.val, **device_ops.reading(runtime)) as val_source:
+        saved = saved_state(run)
         if runtime.leader:
             prepare_run_dir(run, record)
             log(f"train split: {train_source.reason}; val split: {val_source.reason}")
-        state = resume(run, net, optimizer, schedule, runtime)
+        state = resume(run, saved, net, optimizer, schedule, runtime)
+        del saved
         saver = Saver(run, net, optimizer, schedule, state, model_config=model_config,
                       classes=list(data.train.classes.wnids), class_names=list(data.train.classes.names),
                       mean_image=augmenter.mean_image, data=data.describe(),

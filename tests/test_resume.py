@@ -13,7 +13,7 @@ from alexctl import rundir
 from alexctl.checkpoint import load_resume
 from alexctl.config import ModelConfig, RuntimeOptions, TrainConfig, to_dict
 from alexctl.errors import UserError
-from alexctl.resume import EpochSums, Progress, check_run_dir, prepare_run_dir, resume
+from alexctl.resume import EpochSums, Progress, check_run_dir, prepare_run_dir, resume, saved_state
 from helpers import invoke, json_output
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
@@ -35,22 +35,27 @@ def _objects(run_dir):
     return rundir.RunDir(run_dir), net, build_optimizer(net), parse_schedule("plateau", 0.01), runtime
 
 
+def _resume(run_dir):
+    run, net, optimizer, schedule, runtime = _objects(run_dir)
+    return resume(run, saved_state(run), net, optimizer, schedule, runtime)
+
+
 def test_metrics_agree_with_last_pt_after_a_crash_anywhere(slice_data, tmp_path):
     run = tmp_path / "run"
     invoke("train", run, "--data", slice_data, "--epochs", "2", *TINY, check=True)
     rows = rundir.read_jsonl(run / "metrics.jsonl")
     # A crash after last.pt but before the row was appended: the resume restores the row from last.pt.
     rundir.rewrite_jsonl(run / "metrics.jsonl", rows[:1])
-    state = resume(*_objects(run)[:4], _objects(run)[4])
+    state = _resume(run)
     assert state.epoch == 2 and rundir.read_jsonl(run / "metrics.jsonl") == rows
     # Rows beyond what last.pt covers (a crash before last.pt was written): dropped, the epoch is redone.
     rundir.rewrite_jsonl(run / "metrics.jsonl", rows + [{**rows[-1], "epoch": 3}])
-    resume(*_objects(run)[:4], _objects(run)[4])
+    _resume(run)
     assert rundir.read_jsonl(run / "metrics.jsonl") == rows
     # No last.pt at all (killed in epoch 1 before any save): rows left by that start are dropped.
     fresh = tmp_path / "fresh"
     shutil.copytree(run, fresh, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
-    assert resume(*_objects(fresh)[:4], _objects(fresh)[4]).epoch == 0
+    assert _resume(fresh).epoch == 0
     assert rundir.read_jsonl(fresh / "metrics.jsonl") == []
 
 
@@ -63,7 +68,7 @@ def test_a_format_1_checkpoint_still_resumes(slice_data, tmp_path):
                                          "epoch": progress["best_epoch"]},
            "current": progress["current"], "metrics_rows": 1}
     rundir.save_torch(run / "checkpoints" / "last.pt", old)
-    state = resume(*_objects(run)[:4], _objects(run)[4])
+    state = _resume(run)
     assert state.epoch == 1 and state.rows == rundir.read_jsonl(run / "metrics.jsonl") and len(state.rows) == 1
     done = json_output(invoke("train", run, "--epochs", "2", "--json", check=True))
     assert done["epochs_completed"] == 2
