@@ -1,5 +1,6 @@
-"""The paper's pictures, drawn: training curves, the conv1 kernel grid (Figure 3), top-5
-predictions and nearest neighbours (Figure 4). Pure drawing: `alexctl.report` gathers the data.
+"""The paper's pictures, drawn: training curves, training error against epochs (Figure 1), the conv1
+kernel grid (Figure 3), top-5 predictions and nearest neighbours (Figure 4). Pure drawing: `alexctl.report`
+gathers the data.
 
 Figures are matplotlib Figure objects saved through the Agg canvas, never pyplot, so drawing
 leaves the process's backend and figure registry alone.
@@ -70,6 +71,33 @@ def plot_curves(runs: list) -> Figure:
     axes[0].legend(handles=styles, loc="upper right", fontsize=8)
     axes[2].legend(loc="upper right", fontsize=8, title="run")
     return fig
+
+def plot_training_error(runs: list, thresholds: list[float]) -> Figure:
+    """The paper's Figure 1: training error against epochs, one line per run (solid for ReLU, dashed for
+    tanh, as the paper draws them), with dotted horizontals at the thresholds measured."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for n, run in enumerate(runs):
+        dashed = run.config.get("model", {}).get("activation") == "tanh"
+        start = [(0, _chance(run))] if _chance(run) is not None else []  # chance before the first step
+        epochs, errors = zip(*start, *((r["epoch"], r["train_top1_error"]) for r in run.rows))
+        ax.plot(epochs, errors, "--" if dashed else "-", color=f"C{n % 10}", marker=".", label=run.label)
+    for t in thresholds:
+        ax.axhline(t, color="k", ls=":", lw=1)
+        ax.annotate(f"{t:.0%}", (1, t), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", fontsize=8)
+    ax.set(xlabel="epochs", ylabel="training error rate", ylim=(0, None), xlim=(0, None))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _chance(run) -> float | None:
+    classes = run.config.get("data", {}).get("classes")
+    return 1 - 1 / classes if classes else None
+
 
 def lr_cuts(rows: list[dict]) -> list[int]:
     """Epochs after which the learning rate was reduced: `lr_reduced_after`, or `lr` differing in the next row."""

@@ -4,7 +4,9 @@
     each run's best.pt       -> conv1-<run>.png   the conv1 kernels, one block per column (Figure 3)
     eval/<split>-*crop.npz   -> top5.png          images and their five most probable classes (Figure 4, left)
     the first run's best.pt  -> neighbours.png    training images nearest in fc7 space (Figure 4, right)
-    all of it                -> report.md         the runs' table, the figures, the data used (written last)
+    --reach E                -> training-error.png, claims.md/.json: Figure 1, the epochs to a training error
+    --baseline LABEL         -> claims.md/.json   each group of runs against LABEL's, beside the paper's figures
+    all of it                -> report.md         the runs' table, the claims, the figures, the data used (last)
 
 A run is a training run (config.json, metrics.jsonl or checkpoints/) or an ensemble (run.json of
 kind "ensemble"). A figure that needs what no given run has (an ensemble has no curves and no
@@ -17,7 +19,7 @@ from __future__ import annotations
 import io
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from alexctl import __version__, rundir
+from alexctl import __version__, claims, rundir
 from alexctl import device as device_ops
 from alexctl import figures as draw
 from alexctl.checkpoint import load_weights, model_from_checkpoint
@@ -36,7 +38,8 @@ from alexctl.predict import infer, last_hidden, predict
 from alexctl.rundir import Evaluation
 
 NEIGHBOURS_SHOWN = 6  # Figure 4 (right): six training images per test image
-FIGURES = ("curves.png", "top5.png", "neighbours.png")  # and conv1-<run>.png
+FIGURES = ("curves.png", "training-error.png", "top5.png", "neighbours.png")  # and conv1-<run>.png
+CLAIMS = ("claims.md", "claims.json")
 BATCH = 64
 CHUNK = 4096  # images whose features are held at once while searching for neighbours
 
@@ -60,13 +63,21 @@ class Run:
 
 def report(run_dirs: list[Path | str], out_dir: Path, *, data_dir: Path | None = None, split: str = "val",
            images: int = 8, neighbours: int = 4, max_train: int = 2000, title: str = "AlexNet runs",
-           reach: float | None = None, runtime: device_ops.Runtime | None = None) -> dict:
+           reach: float | None = None, baseline: str | None = None,
+           runtime: device_ops.Runtime | None = None) -> dict:
     """Write the figures, then OUT/report.md; returns the `--json` summary. A run may be given as LABEL=DIR
-    to name it on the page; `reach` adds the column "first epoch with training error <= reach" (Figure 1)."""
+    to name it on the page (runs sharing a label are seeds of one group). `reach` adds Figure 1: the column
+    "first epoch with training error <= reach", its table and plot; `baseline` the table of the paper's
+    claims, every other group against the group of that label (alexctl.claims)."""
     started = time.monotonic()
     runs, out = load_runs(run_dirs, split), Path(out_dir)
     if any(out.resolve() == run.path.resolve() for run in runs):
         raise UserError(f"--out {out} is one of the run directories; write the report elsewhere.")
+    figure1 = claims.figure1(runs, reach) if reach is not None and any(r.rows for r in runs) else None
+    try:
+        ablations = claims.ablations(runs, baseline) if baseline is not None else None
+    except ValueError as e:
+        raise UserError(f"--baseline {baseline!r}: {e}") from None
     runtime = runtime or device_ops.resolve(RuntimeOptions(devices="cpu", workers=0))
     weighted = [r for r in runs if r.kind == "train" and r.dir.best_checkpoint.exists()]
     checkpoints = {r.name: load_weights(r.dir.best_checkpoint) for r in weighted}
@@ -93,6 +104,12 @@ def report(run_dirs: list[Path | str], out_dir: Path, *, data_dir: Path | None =
                             "(section 5)."))
         else:
             notes.append("No training curves: no run given has a metrics.jsonl (ensembles have none).")
+        if figure1 is not None:
+            thresholds = sorted({figure1.reach, figure1.threshold})
+            draw.save_figure(draw.plot_training_error([r for r in runs if r.rows], thresholds),
+                             out / "training-error.png")
+            figures.append(("training-error.png", "Training error against epochs (the paper's Figure 1: solid "
+                            "ReLU, dashed tanh), dotted at " + " and ".join(f"{t:.0%}" for t in thresholds) + "."))
         figures += [_conv1_figure(run, checkpoints[run.name], out) for run in weighted]
         if not weighted:
             notes.append("No conv1 kernels and no nearest neighbours: no training run given has checkpoints/best.pt.")
@@ -118,11 +135,34 @@ def report(run_dirs: list[Path | str], out_dir: Path, *, data_dir: Path | None =
         for path in out.glob("*.png"):  # a re-run that draws fewer figures must not leave old ones beside the page
             if (path.name in FIGURES or path.name.startswith("conv1-")) and path.name not in dict(figures):
                 path.unlink()
+        tables = _write_claims(out, runs, figure1, ablations)
         page = out / "report.md"
         rundir.atomic_write_bytes(page, render_markdown(runs, figures, notes, data_info, split, title=title,
-                                                        reach=reach).encode())
-    return {"out": str(out), "report": str(page), "figures": [str(out / name) for name, _ in figures],
-            "runs": len(runs), "seconds": round(time.monotonic() - started, 3)}
+                                                        reach=reach, claims_md=tables).encode())
+    summary = {"out": str(out), "report": str(page), "figures": [str(out / name) for name, _ in figures],
+               "runs": len(runs), "seconds": round(time.monotonic() - started, 3)}
+    return {**summary, "claims": str(out / "claims.md")} if tables else summary
+
+
+def _write_claims(out: Path, runs: list[Run], figure1: claims.Figure1 | None,
+                  ablations: claims.Ablations | None) -> str:
+    """claims.md (the tables alone, in the form docs/results.md takes) and claims.json (their numbers);
+    returns the Markdown, or removes what an earlier report left when there is nothing to write."""
+    parts = ([claims.render_figure1(figure1)] if figure1 else []) + ([claims.render_ablations(ablations)]
+                                                                    if ablations else [])
+    if not parts:
+        for name in CLAIMS:
+            (out / name).unlink(missing_ok=True)
+        return ""
+    numbers = {"figure1": {**asdict(figure1), "lowered": figure1.lowered, "common_epoch": figure1.common_epoch}
+               if figure1 else None,
+               "ablations": {"baseline": ablations.baseline, "top5": ablations.top5,
+                             "claims": [c.to_dict() for c in ablations.claims]} if ablations else None}
+    numbers["measured"] = claims.provenance(runs)
+    rundir.write_json(out / "claims.json", numbers)
+    text = "\n".join([f"Runs trained {numbers['measured']}.", ""] + parts)
+    rundir.atomic_write_bytes(out / "claims.md", text.encode())
+    return text
 
 
 def load_runs(paths: Iterable[Path | str], split: str) -> list[Run]:
@@ -291,7 +331,7 @@ def _predictions(runs: list[Run], split: str, data: Split, chosen: np.ndarray, f
 
 
 def render_markdown(runs: list[Run], figures: list[tuple[str, str]], notes: list[str], data: dict,
-                    split: str, *, title: str = "AlexNet runs", reach: float | None = None) -> str:
+                    split: str, *, title: str = "AlexNet runs", reach: float | None = None, claims_md: str = "") -> str:
     header = ["run", "path", "kind", "epochs", "best val top-1", "best val top-5", "1-crop top-1", "1-crop top-5",
               "10-crop top-1", "10-crop top-5", "images/s (median)"]
     if reach is not None:
@@ -320,6 +360,7 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, str]], notes: list
         members = [f"`{m}`" + (f" ({_pct(e1[n])} / {_pct(e5[n])})" if n < min(len(e1), len(e5)) else "")
                    for n, m in enumerate(run.config.get("member_dirs", []))]
         lines.append(f"- **{run.name}** averages {', '.join(members)}.")
+    lines += ["", claims_md] if claims_md else []
     lines += ["", "## Figures", ""]
     for name, caption in figures:
         lines += [f"![{name}]({name})", "", caption, ""]
@@ -334,7 +375,8 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, str]], notes: list
 
 def first_epoch_reaching(rows: list[dict], error: float) -> str:
     """The first epoch whose training top-1 error is at most `error` (Figure 1's measure), as a table cell."""
-    first = next((r["epoch"] for r in rows if r.get("train_top1_error", 1.0) <= error), None)
+    first = claims.first_epoch_at_most([r["epoch"] for r in rows], [r.get("train_top1_error", 1.0) for r in rows],
+                                       error)
     return str(first) if first is not None else (f"not within {len(rows)}" if rows else "—")
 
 

@@ -17,7 +17,13 @@ def command(
     title: str = typer.Option("AlexNet runs", "--title", metavar="TEXT", rich_help_panel=OUTPUT,
                               help="The page's title."),
     reach: float = typer.Option(None, "--reach", metavar="E", rich_help_panel=OUTPUT, show_default=False,
-                                help="Add the column 'first epoch with training error <= E' (Figure 1 uses 0.25)."),
+                                help="Figure 1: the column 'first epoch with training error <= E', and each run's "
+                                "epochs to E in a table (claims.md) and a plot (training-error.png); the paper "
+                                "uses 0.25."),
+    baseline: str = typer.Option(None, "--baseline", metavar="LABEL", rich_help_panel=OUTPUT, show_default=False,
+                                 help="Add the table of the paper's claims (claims.md, claims.json): every other "
+                                 "group of runs (runs sharing a LABEL are seeds of one group) against this group, "
+                                 "paired by seed; ten crops against one; each ensemble against its members."),
     data: Path = typer.Option(None, "--data", metavar="DIR", rich_help_panel=DATA, show_default=False,
                               help="Data directory (default: the one the first run trained on)."),
     split: str = typer.Option("val", "--split", metavar="SPLIT", rich_help_panel=DATA,
@@ -36,13 +42,15 @@ def command(
 ) -> None:
     """Figures of trained runs, as the paper draws them, on one Markdown page: training curves, the
     conv1 kernels (Figure 3), top-5 predictions and nearest neighbours in fc7 space (Figure 4), and a
-    table of the runs' errors (with --reach, Figure 1's epochs to a training error).
+    table of the runs' errors; with --reach, Figure 1 (training error against epochs, and each run's
+    epochs to that error); with --baseline, the paper's claims measured against a baseline group.
 
     Examples:
 
     \b
         alexctl report runs/seed0 runs/seed1 runs/ensemble5 --out reports/five
         alexctl report ReLU=runs/relu tanh=runs/tanh --reach 0.25 --images 0 --neighbours 0 --out fig1
+        alexctl report full=runs/s0 full=runs/s1 no-lrn=runs/nolrn-s0 no-lrn=runs/nolrn-s1 --baseline full --out ab
     """
     from alexctl import device
     from alexctl.config import RuntimeOptions
@@ -57,7 +65,8 @@ def command(
         raise UserError(f"--reach {reach} must be a training error between 0 and 1.")
     runtime = device.resolve(RuntimeOptions(devices=devices, workers=workers))
     summary = report(run_dirs, out, data_dir=data, split=split, images=images, neighbours=neighbours,
-                     max_train=max_train, title=title, reach=reach, runtime=runtime)
+                     max_train=max_train, title=title, reach=reach, baseline=baseline, runtime=runtime)
     lines = [f"{summary['report']} ({summary['runs']} runs, {len(summary['figures'])} figures, "
              f"{summary['seconds']:.1f} s)"] + [f"  {f}" for f in summary["figures"]]
+    lines += [f"  claims: {summary['claims']}"] if "claims" in summary else []
     emit(summary, as_json, lines, command="report", directory=out)
