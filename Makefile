@@ -21,14 +21,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole suite (CI runs this).
+# The whole suite (CI runs this), in TEST_JOBS processes (pytest-xdist; one file per process at a time, so
+# a module's fixtures are built once). TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
+PYTEST    := $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile) --durations=20
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # A quick loop while editing: everything but the tests marked slow (whole commands in subprocesses,
 # pipelines, training runs of several epochs).
 quick: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: $(STAMP)
 	$(MAKE) -f pipelines/demo.mk PY=$(abspath $(PY))
