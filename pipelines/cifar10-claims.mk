@@ -16,8 +16,8 @@
 # training images (an epoch below is a pass over the subset), without LRN (the paper does not say
 # whether Figure 1's nets had it; both nets are the same either way, and on this CPU it costs a
 # quarter of the training speed), channels-last (~10% faster here without LRN, slower with it), and
-# each net only for the epochs it needs to pass the threshold with a margin: about 60 epochs of
-# 10,000 images, ~20-25 minutes on 2 idle cores (docs/results.md).
+# each net only for the epochs it needs to pass the threshold with a margin: 65 epochs of 10,000
+# images, about 25 minutes on 2 idle cores (docs/results.md).
 include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
 
 CIFAR      ?= $(SHARED)/cifar10-jpeg/train.tar.gz
@@ -26,8 +26,8 @@ DATA       := $(OUT)/data
 REACH      ?= 0.25
 SUBSET     ?= 10000
 # The probe's winners (`sweep`, 3 epochs of the subset; docs/results.md): ReLU 0.003 (0.001 and 0.005 slower,
-# 0.01 unstable), tanh 0.03 (0.01 slower, 0.1 diverges). Trained on, ReLU passed 25% at epoch ~13 and tanh
-# was ~5 epochs behind it at 37%; the epochs below leave each a margin past the threshold.
+# 0.01 unstable), tanh 0.03 (0.01 slower, 0.1 stalls). Measured (docs/results.md): ReLU passes 25% at epoch
+# 15, tanh at epoch 39; the epochs below leave each a margin past the threshold.
 LR_RELU    ?= 0.003
 LR_TANH    ?= 0.03
 EPOCHS_RELU ?= 20
