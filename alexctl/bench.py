@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from alexctl import device as device_ops
 from alexctl import rundir
 from alexctl.config import ModelConfig, PreprocessOptions
+from alexctl.errors import UserError
 from alexctl.console import log
 from alexctl.data.loader import epoch_batches, load_split, open_source
 from alexctl.optim import build_optimizer
@@ -60,6 +61,9 @@ def bench(data_dir: Path | None, *, runtime: device_ops.Runtime, width: float, b
             data_dir = _generated_data(Path(tmp), batch_size * (warmup + steps * repeats))
         with Bench(data_dir, width=width, batch_size=batch_size, steps=steps, warmup=warmup,
                    repeats=repeats) as measurements:
+            if stock and measurements.model_config.arch != "alexnet":
+                raise UserError(f"--data {data_dir} holds 32x32 images: the stock torchvision pipeline (224 px "
+                                "crops) cannot read them; add --no-stock.")
             ours = measurements.measure(runtime)
             rows = ours["rows"]
             if stock:
@@ -76,7 +80,7 @@ def bench(data_dir: Path | None, *, runtime: device_ops.Runtime, width: float, b
         **device_ops.versions(runtime),
         "runtime": runtime.describe(),
         "residency": ours["residency"],
-        "model": {"width": width, "batch_size": batch_size},
+        "model": {"arch": measurements.model_config.arch, "width": width, "batch_size": batch_size},
         "timing": {"warmup_batches": warmup, "steps_per_window": steps, "windows": repeats},
         "data_dir": str(data_dir) if data_dir else "generated",
         "rows": rows,
@@ -112,6 +116,7 @@ class Bench:
     def __init__(self, data_dir: Path, *, width: float, batch_size: int, steps: int, warmup: int, repeats: int):
         self.split = load_split(Path(data_dir), "train")
         self.stats = rundir.load_npz(rundir.DataDir(Path(data_dir)).stats, "statistics file")
+        self.model_config = model_for(self.split.image_size, width, data_dir)
         self.width, self.batch_size = width, batch_size
         self.timing = (warmup, steps, repeats)
         self.needed = warmup + steps * repeats  # batches per measurement: one iterator, no restart inside a window
@@ -165,7 +170,7 @@ class Bench:
                runtime.lrn_impl, runtime.conv_form)
         if self._network is None or self._network[0] != key:
             self._forget_network()
-            self._network = (key, _Network(runtime, self.width, self.split.num_classes, self.stats))
+            self._network = (key, _Network(runtime, self.model_config, self.split.num_classes, self.stats))
             self.networks_built += 1
         return self._network[1]
 
@@ -186,6 +191,17 @@ class Bench:
         if key not in self._sources:
             self._sources[key] = open_source(self.split, **how)
         return self._sources[key]
+
+
+def model_for(image_size: int, width: float, data_dir: Path) -> ModelConfig:
+    """The network a data directory's images feed: the paper's (256 px images, 224 px crops) or the CIFAR-10
+    net (32 px images, 24 px crops)."""
+    for arch in ("alexnet", "cifar"):
+        config = ModelConfig(arch=arch, width=width)
+        if config.image_size == image_size:
+            return config
+    raise UserError(f"--data {data_dir} holds {image_size}x{image_size} images; bench measures the paper's network "
+                    "on 256x256 images or the CIFAR-10 net on 32x32 (`alexctl preprocess --size`).")
 
 
 def _check(measures: tuple[str, ...]) -> None:
@@ -220,12 +236,14 @@ class _Timer:
 class _Network:
     """The paper's net on a runtime, with the training step and augmentation `train` uses."""
 
-    def __init__(self, runtime, width, num_classes, stats):
+    def __init__(self, runtime, model_config: ModelConfig, num_classes, stats):
         self.compiled = runtime.compile
-        self.net = device_ops.build_model(ModelConfig(width=width), num_classes, runtime)
+        self.crop = model_config.input_size
+        self.net = device_ops.build_model(model_config, num_classes, runtime)
         self.forward = device_ops.forward_of(self.net, runtime)
         self.step = make_train_step(self.net, build_optimizer(self.net), runtime)  # compiles its own graphs
-        self.augment = Augmenter(stats, crop=224, lighting_std=0.1, flip=True, random_crop=True, runtime=runtime)
+        self.augment = Augmenter(stats, crop=self.crop, lighting_std=0.1, flip=True, random_crop=True,
+                                 runtime=runtime)
         self.generator = torch.Generator().manual_seed(0)
 
 
@@ -253,7 +271,8 @@ class _Ours:
         return lambda: len(next(batches)[1])
 
     def synthetic(self):
-        x = torch.randn(self.batch_size, 3, 224, 224, device=self.runtime.primary).mul_(60)
+        crop = self.network.crop
+        x = torch.randn(self.batch_size, 3, crop, crop, device=self.runtime.primary).mul_(60)
         x = x.contiguous(memory_format=self.runtime.memory_format)
         y = torch.randint(0, self.split.num_classes, (self.batch_size,), device=self.runtime.primary)
         self.network.net.train()
@@ -276,7 +295,7 @@ class _Ours:
         def step() -> int:
             images, _, _ = next(batches)
             with torch.no_grad():
-                infer_batch(compute, images, self.network.augment.mean_image, crops=10, crop=224,
+                infer_batch(compute, images, self.network.augment.mean_image, crops=10, crop=self.network.crop,
                             runtime=self.runtime)
             return len(images) * 10
 

@@ -584,6 +584,15 @@ BENCH_REFUSED = [  # (case, arguments from (tmp, slice_data, run), words)
 ]
 
 
+def test_bench_on_32px_data_measures_the_cifar_net_and_refuses_the_stock_pipeline(data32):
+    """32x32 images (CIFAR-10's) feed the CIFAR-10 net; the stock pipeline's 224 px crops cannot be cut from them."""
+    outcome(invoke("bench", "--data", data32), 2, str(data32), "32x32", "--no-stock", case="bench/stock-on-32px",
+            command="bench")
+    result = invoke("bench", "--data", data32, "--no-stock", "--batch-size", "4", "--json", check=True)
+    summary = json.loads(result.stdout)
+    assert summary["model"]["arch"] == "cifar" and all(r["median"] > 0 for r in summary["rows"])
+
+
 @pytest.mark.parametrize("case,arguments,words", BENCH_REFUSED, ids=[c[0] for c in BENCH_REFUSED])
 def test_bad_input_to_bench_is_refused_in_one_sentence(case, arguments, words, tmp_path, slice_data, two_runs):
     result = invoke("bench", *arguments(tmp_path, slice_data, two_runs[0]), "--no-stock")
