@@ -25,17 +25,9 @@ PART    ?= $(firstword $(wildcard $(ROOT)/.data/imagenette-224/train-1of2.tar) $
 OUT      = $(ROOT)/out/gpu-check
 WORK     = /tmp/alexctl-gpu-check
 MODE    ?= auto
-SITE    ?= /tmp/alexctl-site
 DATA    := $(WORK)/data
 
-# simplejpeg from the wheel in .whl/ (installed once into SITE) when PY has none; nothing imports webdataset.
-ifeq ($(shell $(PY) -c 'import simplejpeg' 2>/dev/null || echo missing),missing)
-PYPATH     := $(ROOT):$(SITE)
-SITE_READY := $(SITE)/.installed
-else
-PYPATH     := $(ROOT)
-SITE_READY :=
-endif
+include $(PIPELINES)device.mk
 CHECK = PYTHONPATH=$(PYPATH)$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 $(PY) -m alexctl.gpucheck \
         --out $(OUT) --work $(WORK) --mode $(MODE) --command 'make -f pipelines/gpu-check.mk $(or $(MAKECMDGOALS),all)'
 
@@ -52,12 +44,6 @@ imagenette: paper stock
 report:
 	$(CHECK) report
 
-$(SITE)/.installed:
-	@ls $(ROOT)/.whl/simplejpeg-*.whl > /dev/null 2>&1 || { echo "gpu-check: $(PY) has no simplejpeg and .whl/ holds \
-	no simplejpeg wheel: run pipelines/gpu-prepare.sh before the lease (or pip install simplejpeg)." >&2; exit 2; }
-	$(PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(SITE) \
-		$(ROOT)/.whl/*.whl
-	touch $@
 
 # The data: written last by preprocess (the val split's manifest). The steps depend on it order-only, so
 # results carried to a fresh machine stay done while the data are made again there.

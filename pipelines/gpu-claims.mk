@@ -40,7 +40,6 @@ SYNSETS ?= $(firstword $(wildcard $(ROOT)/.data/synsets.txt $(SHARED)/synsets.tx
 # Give either on the command line: make -f pipelines/gpu-claims.mk OUT=/x WORK=/y
 OUT      = $(ROOT)/out/gpu-claims
 WORK     = $(if $(filter gpu,$(SCALE)),$(FAST_DISK),/tmp)/alexctl-gpu-claims
-SITE    ?= /tmp/alexctl-site
 # gpu where torch sees CUDA, else mini (asked once, as make reads this file).
 ifndef SCALE
 SCALE := $(if $(shell $(PY) -c 'import torch; print(torch.cuda.is_available() or "")' 2>/dev/null),gpu,mini)
@@ -50,14 +49,7 @@ endif
 # epoch-N.pt, best.pt, last.pt): the runs live in memory (/dev/shm) when it has 32 GB free.
 FAST_DISK := $(if $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 33554432 {print "y"}'),/dev/shm,/tmp)
 
-# simplejpeg from the wheel in .whl/ (installed once into SITE) when PY has none; nothing imports webdataset.
-ifeq ($(shell $(PY) -c 'import simplejpeg' 2>/dev/null || echo missing),missing)
-PYPATH     := $(ROOT):$(SITE)
-SITE_READY := $(SITE)/.installed
-else
-PYPATH     := $(ROOT)
-SITE_READY :=
-endif
+include $(PIPELINES)device.mk
 ALEXCTL = PYTHONPATH=$(PYPATH)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m alexctl
 
 # ---------------------------------------------------------------- the budget, per scale
@@ -124,12 +116,6 @@ ifeq ($(shell ls $(WORK)/*-flags.txt 2>/dev/null || test ! -f $(OUT)/work.tar.gz
 $(info gpu-claims: unpacking $(OUT)/work.tar.gz into $(WORK)$(shell mkdir -p $(WORK) && tar -xzf $(OUT)/work.tar.gz -C $(WORK)))
 endif
 
-$(SITE)/.installed:
-	@ls $(ROOT)/.whl/simplejpeg-*.whl > /dev/null 2>&1 || { echo "gpu-claims: $(PY) has no simplejpeg and .whl/ holds \
-	no simplejpeg wheel: run pipelines/gpu-prepare.sh before the lease (or pip install simplejpeg)." >&2; exit 2; }
-	$(PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(SITE) \
-		$(ROOT)/.whl/*.whl
-	touch $@
 
 # ---------------------------------------------------------------- CIFAR-10: LRN (3.3)
 
