@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The whole suite (CI runs this), in TEST_JOBS processes (pytest-xdist; one file per process at a time, so
-# a module's fixtures are built once). TEST_JOBS=0 runs it in this process.
+# a module's fixtures are built once), each process and the commands it starts on one thread (two test
+# processes with two torch threads each would contend for 2 cores). TEST_JOBS=0 runs it in this process.
 TEST_JOBS ?= 2
-PYTEST    := $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile) --durations=20
+PYTEST    := $(if $(filter-out 0,$(TEST_JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile,$(PY) -m pytest) \
+             -q --durations=20
 test: $(STAMP)
 	$(PYTEST)
 
