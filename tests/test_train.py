@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from alexctl import rundir
 from helpers import invoke, json_output, run_cli
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
@@ -199,7 +200,7 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_mid_epoch_resume_matches_an
     summary = json_output(again)
     assert summary["epochs_completed"] == 4 and summary["resumed_from"] == {"epoch": stopped_at[0],
                                                                               "step": stopped_at[1]}
-    rows, reference = (rundir_rows(d / "metrics.jsonl") for d in (run, whole))
+    rows, reference = (rundir.read_jsonl(d / "metrics.jsonl") for d in (run, whole))
     assert [r["samples"] for r in rows] == [110] * 4  # the trainer also checks each sample was seen exactly once
     assert json.loads((run / "config.json").read_text())["runtime"]["world_size"] == 2
     for row, ref in zip(rows, reference):  # the resumed epoch's sums hold both ranks' shares
@@ -207,10 +208,6 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_mid_epoch_resume_matches_an
         assert row["train_top1_error"] == ref["train_top1_error"] and row["val_top1_error"] == ref["val_top1_error"]
     final, uninterrupted = weights(run / "checkpoints" / "last.pt"), weights(whole / "checkpoints" / "last.pt")
     assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)
-
-
-def rundir_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_the_paper_net_and_update_rule_fit_a_batch_of_real_photos(imagenette_slice):

@@ -214,15 +214,6 @@ def _loader(dataset: _Batches, *, workers: int, pin_memory: bool, prefetch: int 
     )
 
 
-def to_device(images, device: torch.device) -> torch.Tensor:
-    """A loader batch on the training device as uint8 (n, 3, S, S); JPEGs are decoded there by nvJPEG."""
-    if isinstance(images, list):
-        from torchvision.io import decode_jpeg
-
-        return torch.stack(decode_jpeg(images, device=device))
-    return images.to(device, non_blocking=True)
-
-
 def __getattr__(name: str):
     # open_source and its types live in resident.py, which builds on this module (imported lazily: no cycle).
     if name in ("RESIDENCIES", "BatchSource", "open_source"):
