@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # torch 2.14.1 / torchvision 0.29.1 lie on the build machines' disk (pip takes them from there).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all demo test quick install bench docs gpu-check gpu-claims clean
+.PHONY: all demo test lint quick install bench docs gpu-check gpu-claims clean
 
 all: test
 
@@ -27,7 +27,12 @@ install: $(STAMP)
 TEST_JOBS ?= 2
 PYTEST    := $(if $(filter-out 0,$(TEST_JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile,$(PY) -m pytest) \
              -q --durations=20
-test: $(STAMP)
+# ruff first (lint and format, configured in pyproject.toml): seconds, and CI runs it too.
+lint: $(STAMP)
+	$(PY) -m ruff check alexctl tests
+	$(PY) -m ruff format --check alexctl tests
+
+test: lint
 	$(PYTEST)
 
 # A quick loop while editing: everything but the tests marked slow (whole commands in subprocesses,
@@ -45,7 +50,7 @@ bench: $(STAMP)
 	$(PY) -m alexctl bench --preprocess ../shared/data/imagenet-samples
 
 docs: $(STAMP)
-	$(PY) -m alexctl.docgen
+	$(PY) -m alexctl.cli.docgen
 
 # On a GPU machine (docs/benchmarks.md, "The GPU check"): every speed figure, and the paper's recipe
 # on Imagenette against the stock torchvision recipe, into out/gpu-check/. On a CPU: a small dry run.

@@ -1,6 +1,7 @@
 """alexctl: reproduce and extend AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012)."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("alexctl")

@@ -17,15 +17,24 @@ from pathlib import Path
 import torch
 
 from alexctl import __version__, rundir
-from alexctl.config import ModelConfig, RuntimeOptions, from_dict, to_dict
+from alexctl.config import ModelConfig, from_dict, to_dict
 from alexctl.errors import UserError
 
 FORMAT = 2  # 1: alexctl 0.1.0 (no metrics rows in last.pt); read still
 READABLE = (1, 2)
 
 
-def weights(net: torch.nn.Module, model_config: ModelConfig, *, classes: list[str], class_names: list[str],
-            mean_image: torch.Tensor, data: dict, epoch: int, val: dict | None) -> dict:
+def weights(
+    net: torch.nn.Module,
+    model_config: ModelConfig,
+    *,
+    classes: list[str],
+    class_names: list[str],
+    mean_image: torch.Tensor,
+    data: dict,
+    epoch: int,
+    val: dict | None,
+) -> dict:
     """What eval, ensemble, predict and report need: the weights in canonical form and how to use them."""
     return {
         "format": FORMAT,
@@ -56,11 +65,21 @@ def save_best(run: rundir.RunDir, record: dict) -> None:
     rundir.save_torch(run.best_checkpoint, record)
 
 
-def save_resume(run: rundir.RunDir, record: dict, *, optimizer: dict, schedule: dict, progress: dict,
-                devices: int) -> None:
+def save_resume(
+    run: rundir.RunDir, record: dict, *, optimizer: dict, schedule: dict, progress: dict, devices: int
+) -> None:
     """last.pt: a weights record plus what a resume needs; then last.json, its small summary for status."""
-    rundir.save_torch(run.last_checkpoint, {**record, "kind": "resume", "optimizer": optimizer,
-                                            "schedule": schedule, "devices": devices, "progress": progress})
+    rundir.save_torch(
+        run.last_checkpoint,
+        {
+            **record,
+            "kind": "resume",
+            "optimizer": optimizer,
+            "schedule": schedule,
+            "devices": devices,
+            "progress": progress,
+        },
+    )
     current = progress["current"]
     rundir.write_json(run.last_summary, {"epoch": progress["epoch"], "step": current["step"], "time": rundir.now()})
 
@@ -83,9 +102,15 @@ def load_resume(path: Path) -> dict:
         raise UserError(f"{path} is not an alexctl resume checkpoint (no optimizer state).")
     if "progress" not in ckpt:  # format 1
         best = ckpt["best"]
-        ckpt["progress"] = {"epoch": ckpt["epoch"], "best_top1": best["top1"], "best_top5": best["top5"],
-                            "best_epoch": best["epoch"], "current": ckpt["current"], "rows": None,
-                            "metrics_rows": ckpt["metrics_rows"]}
+        ckpt["progress"] = {
+            "epoch": ckpt["epoch"],
+            "best_top1": best["top1"],
+            "best_top5": best["top5"],
+            "best_epoch": best["epoch"],
+            "current": ckpt["current"],
+            "rows": None,
+            "metrics_rows": ckpt["metrics_rows"],
+        }
     return ckpt
 
 
@@ -97,9 +122,16 @@ def classes_of(ckpt: dict) -> list[str]:
     return list(ckpt["data"].get("classes") or [])
 
 
-def model_from_checkpoint(ckpt: dict, runtime=None) -> torch.nn.Module:
-    """The checkpoint's network with its weights: on the runtime (alexctl.device) or, without one, on the CPU."""
-    from alexctl import device
-
-    runtime = runtime or device.resolve(RuntimeOptions(devices="cpu", workers=0))
-    return device.build_model(model_config_of(ckpt), ckpt["num_classes"], runtime, ckpt["model"])
+def checkpoint_path(run: rundir.RunDir, name: str) -> tuple[Path, str]:
+    """(path, tag) for `best`, `last` or a checkpoint file; the tag names the eval files ('' for best)."""
+    if name in ("best", "last"):
+        path = run.best_checkpoint if name == "best" else run.last_checkpoint
+        if not path.exists():
+            raise UserError(
+                f"{run.root} has no {name} checkpoint ({path}): train it first (`alexctl train {run.root}`)."
+            )
+        return path, "" if name == "best" else "last"
+    path = Path(name)
+    if not path.is_file():
+        raise UserError(f"--checkpoint {name} is neither best, last nor an existing file.")
+    return path, path.stem

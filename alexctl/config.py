@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from alexctl import paper
 from alexctl.errors import UserError
+from alexctl.schedule import parse_schedule
 
 Arch = Literal["alexnet", "cifar"]
 AlphaReading = Literal["code", "paper"]
@@ -141,8 +142,6 @@ class TrainConfig(_Validated):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from alexctl.schedule import parse_schedule
-
         try:
             parse_schedule(self.schedule, self.lr)
         except ValueError as e:
@@ -166,8 +165,8 @@ class RuntimeOptions(_Validated):
     residency: Residency = "auto"  # where a split is held while it is read (alexctl.data.loader)
     workers: int = setting(-1, min=-1)  # data loader processes (-1: auto)
     deterministic: bool = False
-    lrn_impl: LrnImpl = "auto"  # alexctl.kernels.lrn
-    conv_form: ConvForm = "auto"  # alexctl.kernels.conv: the grouped convolutions' form
+    lrn_impl: LrnImpl = "auto"  # alexctl.nets.kernels.lrn
+    conv_form: ConvForm = "auto"  # alexctl.nets.kernels.conv: the grouped convolutions' form
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,8 +187,7 @@ def from_dict(cls, data: dict, *, strict: bool = False, where: str = ""):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if strict and unknown:
-        raise UserError(f"{where or cls.__name__}: unknown setting {unknown[0]!r} "
-                        f"(known: {', '.join(sorted(known))}).")
+        raise UserError(f"{where or cls.__name__}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))}).")
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -210,7 +208,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise UserError(f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {e}.") from None
+        raise UserError(
+            f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {e}."
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path} does not hold a table of settings.")
     if data.get("kind") == "train-config":  # a run's config.json: start another run like it

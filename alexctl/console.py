@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
-from typing import Callable, ContextManager, Iterator, Protocol
+from typing import Protocol
 
 
 def stderr_is_terminal() -> bool:
@@ -105,8 +107,8 @@ def progress(description: str, total: int | None, unit: str = "img") -> Iterator
     """A progress reporter: a rich bar on a terminal, periodic plain lines otherwise."""
     if stderr_is_terminal():
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
 
         columns = [
             TextColumn("[bold]{task.description}"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alexctl.config import ModelConfig, RuntimeOptions
+from alexctl.config import RuntimeOptions
 from alexctl.errors import UserError
 
 EXAMPLE_BATCH = 128  # the batch the grouped convolutions' forms are timed on (conv_form auto, CUDA)
@@ -32,8 +32,8 @@ class Runtime:
     residency: str  # "auto", "disk", "jpeg" or "decoded" (alexctl.data.loader)
     workers: int  # DataLoader worker processes
     deterministic: bool
-    lrn_impl: str = "auto"  # alexctl.kernels.lrn
-    conv_form: str = "auto"  # alexctl.kernels.conv
+    lrn_impl: str = "auto"  # alexctl.nets.kernels.lrn
+    conv_form: str = "auto"  # alexctl.nets.kernels.conv
     rank: int = 0
     world: int = 1
 
@@ -59,11 +59,20 @@ class Runtime:
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def describe(self) -> dict:
-        described = {"devices": [str(d) for d in self.devices], "precision": self.precision,
-                     "channels_last": self.channels_last, "compile": self.compile, "cuda_graphs": self.cuda_graphs,
-                     "decode": self.decode,
-                     "residency": self.residency, "workers": self.workers, "deterministic": self.deterministic,
-                     "lrn_impl": self.lrn_impl, "conv_form": self.conv_form, "world_size": self.world}
+        described = {
+            "devices": [str(d) for d in self.devices],
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "cuda_graphs": self.cuda_graphs,
+            "decode": self.decode,
+            "residency": self.residency,
+            "workers": self.workers,
+            "deterministic": self.deterministic,
+            "lrn_impl": self.lrn_impl,
+            "conv_form": self.conv_form,
+            "world_size": self.world,
+        }
         return {**described, **versions(self)}
 
 
@@ -86,15 +95,31 @@ def resolve(options: RuntimeOptions = RuntimeOptions()) -> Runtime:
         workers = max(1, (os.cpu_count() or 2) // max(world, 1) - 1)
     if options.cuda_graphs and not (cuda and options.compile):
         raise UserError("--cuda-graphs needs --compile and a CUDA device.")
-    return Runtime(tuple(chosen), precision, layout, options.compile, options.cuda_graphs, decode, options.residency,
-                   workers, options.deterministic, options.lrn_impl, options.conv_form, rank, world)
+    return Runtime(
+        tuple(chosen),
+        precision,
+        layout,
+        options.compile,
+        options.cuda_graphs,
+        decode,
+        options.residency,
+        workers,
+        options.deterministic,
+        options.lrn_impl,
+        options.conv_form,
+        rank,
+        world,
+    )
 
 
 def versions(runtime: Runtime | None = None) -> dict:
     """torch, CUDA and the device's name: recorded with every run (config.json) and benchmark."""
     cuda = runtime is not None and runtime.is_cuda
-    return {"torch": torch.__version__, "cuda": torch.version.cuda,
-            "device_name": torch.cuda.get_device_name(runtime.primary) if cuda else _cpu_name()}
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(runtime.primary) if cuda else _cpu_name(),
+    }
 
 
 def _cpu_name() -> str:
@@ -122,38 +147,13 @@ def _devices(spec: str, local_rank: int) -> list[torch.device]:
         for d in chosen:
             index = (d.index or 0) + local_rank * len(chosen)
             if index >= torch.cuda.device_count():
-                raise UserError(f"--devices {spec!r}: device cuda:{index} does not exist "
-                                f"(this machine has {torch.cuda.device_count()}).")
+                raise UserError(
+                    f"--devices {spec!r}: device cuda:{index} does not exist "
+                    f"(this machine has {torch.cuda.device_count()})."
+                )
             shifted.append(torch.device("cuda", index))
         chosen = shifted
     return chosen
-
-
-# ---------------------------------------------------------------- the model on the runtime
-
-
-def build_model(config: ModelConfig, num_classes: int, runtime: Runtime, state_dict: dict | None = None):
-    """The network `config` describes, on the runtime's devices, in its memory layout, with its LRN and
-    grouped-convolution implementations; loaded from `state_dict` when given (canonical form)."""
-    from alexctl import model
-
-    devices = [str(d) for d in runtime.devices]
-    net = model.build_model(config, num_classes, devices if len(devices) == 2 else None)
-    if state_dict is not None:
-        net.load_state_dict(state_dict)
-    if len(devices) == 1:
-        net.to(runtime.primary)
-    if runtime.channels_last:
-        net.to(memory_format=torch.channels_last)
-    example = None
-    if runtime.conv_form == "auto" and runtime.is_cuda and len(devices) == 1:
-        # Which form of the grouped convolutions is fastest is measured here, on this device, in this precision.
-        example = torch.randn(EXAMPLE_BATCH, 3, config.input_size, config.input_size, device=runtime.primary)
-        example = example.contiguous(memory_format=runtime.memory_format)
-    with autocast(runtime):
-        chosen = model.set_implementations(net, lrn=runtime.lrn_impl, conv=runtime.conv_form, example=example)
-    net.implementations = chosen  # what was chosen, for logs and benchmarks
-    return net
 
 
 def distributed(net: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
@@ -179,10 +179,14 @@ def compiled(fn, runtime: Runtime, *, fullgraph: bool = False, backend: str | No
 
 
 def reading(runtime: Runtime, *, residency: str | None = None) -> dict:
-    """How a split is read on this runtime: alexctl.data.loader.open_source's keyword arguments. A command
+    """How a split is read on this runtime: alexctl.data.resident.open_source's keyword arguments. A command
     that reads a few images of a large split (report, bench windows) asks for the disk residency."""
-    return {"device": runtime.primary, "residency": residency or runtime.residency, "workers": runtime.workers,
-            "decode": runtime.decode}
+    return {
+        "device": runtime.primary,
+        "residency": residency or runtime.residency,
+        "workers": runtime.workers,
+        "decode": runtime.decode,
+    }
 
 
 def configure(runtime: Runtime) -> None:
@@ -230,7 +234,9 @@ def all_reduce(values: list[float], runtime: Runtime, op: str = "sum") -> list[f
     if runtime.world == 1:
         return [float(v) for v in values]
     t = torch.tensor(values, dtype=torch.float64, device=runtime.primary)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM)
+    torch.distributed.all_reduce(
+        t, op=torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+    )
     return t.tolist()
 
 

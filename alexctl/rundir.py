@@ -21,14 +21,15 @@ import os
 import socket
 import time
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from alexctl.errors import UserError
+from alexctl.errors import UserError, WorkFailed
 
 TMP_MARK = ".tmp."
 SPLITS = ("train", "val")  # the splits a data directory holds
@@ -104,8 +105,14 @@ class DataDir:
         """train and val, then any other split folder present (test, ...)."""
         present = []
         if self.root.is_dir():
-            present = [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                       and p.name not in SPLITS and ((p / "manifest.json").exists() or any(p.glob("shard-*")))]
+            present = [
+                p.name
+                for p in self.root.iterdir()
+                if p.is_dir()
+                and not p.name.startswith(".")
+                and p.name not in SPLITS
+                and ((p / "manifest.json").exists() or any(p.glob("shard-*")))
+            ]
         return list(SPLITS) + sorted(present)
 
 
@@ -397,8 +404,10 @@ def split_readers(root: Path, *, exclusive: bool = False) -> Iterator[None]:
         except BlockingIOError:
             raise UserError(
                 f"{root} is being read by a training run or an evaluation; --force would change it under them: wait "
-                "for them to finish, or write another DATA_DIR." if exclusive else
-                f"{root} is being rewritten by `alexctl preprocess --force`; wait for it to finish.") from None
+                "for them to finish, or write another DATA_DIR."
+                if exclusive
+                else f"{root} is being rewritten by `alexctl preprocess --force`; wait for it to finish."
+            ) from None
         yield
     finally:
         os.close(fd)  # releases the flock
@@ -457,8 +466,6 @@ def describe_failure(e: BaseException) -> str:
         return "interrupted (SIGINT)"
     if isinstance(e, OSError) and e.filename:
         return f"{e.strerror or type(e).__name__}: {e.filename}"
-    from alexctl.errors import WorkFailed
-
     return str(e) if isinstance(e, WorkFailed) else f"{type(e).__name__}: {e}"
 
 

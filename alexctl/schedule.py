@@ -69,13 +69,21 @@ class LrSchedule:
             group["lr"] = self.lr
 
     def state_dict(self) -> dict:
-        return dict(spec=self.spec, base_lr=self.base_lr, reductions=self.reductions,
-                    best_error=self.best_error, bad_epochs=self.bad_epochs, last_epoch=self.last_epoch)
+        return dict(
+            spec=self.spec,
+            base_lr=self.base_lr,
+            reductions=self.reductions,
+            best_error=self.best_error,
+            bad_epochs=self.bad_epochs,
+            last_epoch=self.last_epoch,
+        )
 
     def load_state_dict(self, state: dict) -> None:
         if state["spec"] != self.spec or state["base_lr"] != self.base_lr:
-            raise ValueError(f"Saved schedule {state['spec']!r} at lr {state['base_lr']} does not match "
-                             f"schedule {self.spec!r} at lr {self.base_lr}.")
+            raise ValueError(
+                f"Saved schedule {state['spec']!r} at lr {state['base_lr']} does not match "
+                f"schedule {self.spec!r} at lr {self.base_lr}."
+            )
         self.reductions = int(state["reductions"])
         self.best_error = None if state["best_error"] is None else float(state["best_error"])
         self.bad_epochs = int(state["bad_epochs"])
@@ -83,8 +91,10 @@ class LrSchedule:
 
     def describe(self) -> str:
         if self.kind == "plateau":
-            rule = (f"divide by {LR_DIVISOR} when val top-1 error has not improved by more than {self.min_delta} "
-                    f"for {self.patience} epochs, at most {self.max_reductions} times")
+            rule = (
+                f"divide by {LR_DIVISOR} when val top-1 error has not improved by more than {self.min_delta} "
+                f"for {self.patience} epochs, at most {self.max_reductions} times"
+            )
         elif self.kind == "step":
             rule = f"divide by {LR_DIVISOR} after epochs {', '.join(map(str, self.milestones))}"
         else:
@@ -93,7 +103,7 @@ class LrSchedule:
 
 
 def parse_schedule(spec: str, base_lr: float) -> LrSchedule:
-    """"plateau", "plateau:PATIENCE", "step:E1,E2,..." or "constant" -> LrSchedule."""
+    """ "plateau", "plateau:PATIENCE", "step:E1,E2,..." or "constant" -> LrSchedule."""
     if not base_lr > 0:
         raise ValueError(f"The base learning rate must be positive, got {base_lr}.")
     if spec == "constant":
@@ -107,5 +117,7 @@ def parse_schedule(spec: str, base_lr: float) -> LrSchedule:
         epochs = tuple(int(e) for e in m[1].split(","))
         if epochs[0] > 0 and all(a < b for a, b in zip(epochs, epochs[1:])):
             return LrSchedule(spec, base_lr, "step", milestones=epochs)
-    raise ValueError(f"Bad learning-rate schedule {spec!r}: use 'plateau', 'plateau:PATIENCE' (epochs > 0), "
-                     "'step:E1,E2,...' (strictly increasing epochs > 0) or 'constant'.")
+    raise ValueError(
+        f"Bad learning-rate schedule {spec!r}: use 'plateau', 'plateau:PATIENCE' (epochs > 0), "
+        "'step:E1,E2,...' (strictly increasing epochs > 0) or 'constant'."
+    )

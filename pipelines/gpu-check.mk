@@ -10,7 +10,7 @@
 # It needs this working tree, one Imagenette part (.data/ from pipelines/gpu-prepare.sh, else ../shared/data)
 # and a python3 with torch and torchvision: alexctl runs from the tree (PYTHONPATH), and simplejpeg comes from
 # .whl/ when that python lacks it. Each step keeps what it measured after every measurement and goes on from
-# there when run again (alexctl.gpucheck); the light results (OUT) and the heavy work (WORK: images, data
+# there when run again (alexctl.benchmarking.gpucheck); the light results (OUT) and the heavy work (WORK: images, data
 # directory, runs) live apart, so OUT can travel to a fresh machine and the check continues there.
 
 # Not common.mk: its .SECONDARY would let an existing gpu-check.md stand in for a step marker that is missing (a
@@ -28,7 +28,7 @@ MODE    ?= auto
 DATA    := $(WORK)/data
 
 include $(PIPELINES)device.mk
-CHECK = PYTHONPATH=$(PYPATH)$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 $(PY) -m alexctl.gpucheck \
+CHECK = PYTHONPATH=$(PYPATH)$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 $(PY) -m alexctl.benchmarking.gpucheck \
         --out $(OUT) --work $(WORK) --mode $(MODE) --command 'make -f pipelines/gpu-check.mk $(or $(MAKECMDGOALS),all)'
 
 .PHONY: all prepare bench imagenette paper stock report

@@ -36,19 +36,31 @@ NOBODY = 65534
 # ---------------------------------------------------------------- the check
 
 
-def outcome(result, code: int, *names: str, case: str, command: str, lost: int | None = None,
-            visible: bool | None = None) -> None:
+def outcome(
+    result, code: int, *names: str, case: str, command: str, lost: int | None = None, visible: bool | None = None
+) -> None:
     """Assert the documented outcome of one case, after recording it (ALEXCTL_CORPUS_TALLY)."""
     stdout, stderr = result.stdout or "", result.stderr or ""
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(ERROR)]
     stray = [line for line in lines if not line.startswith("alexctl: ")]
-    one_sentence = (len(errors) == 1 and lines[-1] == errors[0] and all(n in errors[0] for n in names)
-                    if code else not errors)
+    one_sentence = (
+        len(errors) == 1 and lines[-1] == errors[0] and all(n in errors[0] for n in names) if code else not errors
+    )
     traceback = "Traceback" in stdout + stderr
-    _tally({"case": case, "command": command, "expected": code, "exit": result.returncode,
-            "one_sentence": one_sentence, "traceback": traceback, "stray_stderr": len(stray),
-            "lost": lost, "visible": visible})
+    _tally(
+        {
+            "case": case,
+            "command": command,
+            "expected": code,
+            "exit": result.returncode,
+            "one_sentence": one_sentence,
+            "traceback": traceback,
+            "stray_stderr": len(stray),
+            "lost": lost,
+            "visible": visible,
+        }
+    )
     assert not traceback, f"{case}: a traceback:\n{stderr}"
     assert result.returncode == code, f"{case}: exit {result.returncode}, not {code}:\n{stderr}"
     assert not stray, f"{case}: stderr lines that are not alexctl's: {stray}"
@@ -75,8 +87,9 @@ def status_shows(directory: Path, stage: str, states: tuple[str, ...] = ("failed
     """Whether `alexctl status DIR --json` shows `stage` (a prefix) in one of `states`, and
     `status DIR --fail-on-error` exits 1 naming the directory."""
     report = json.loads(invoke("status", directory, "--json").stdout)
-    found = [s for d in report["directories"] for s in d["stages"]
-             if s["stage"].startswith(stage) and s["state"] in states]
+    found = [
+        s for d in report["directories"] for s in d["stages"] if s["stage"].startswith(stage) and s["state"] in states
+    ]
     strict = invoke("status", directory, "--fail-on-error")
     return bool(found) and strict.returncode == 1 and str(directory) in strict.stderr
 
@@ -107,8 +120,14 @@ def images_lost(summary: dict, created: int | None = None) -> int:
 def encoded(mode: str = "RGB", size: tuple[int, int] = (64, 48), form: str = "JPEG") -> bytes:
     from PIL import Image
 
-    colour = {"RGB": (200, 40, 10), "RGBA": (200, 40, 10, 90), "CMYK": (10, 200, 30, 5), "L": 128,
-              "P": 3, "I;16": 40000}[mode]
+    colour = {
+        "RGB": (200, 40, 10),
+        "RGBA": (200, 40, 10, 90),
+        "CMYK": (10, 200, 30, 5),
+        "L": 128,
+        "P": 3,
+        "I;16": 40000,
+    }[mode]
     buffer = io.BytesIO()
     Image.new(mode, size, colour).save(buffer, form)
     return buffer.getvalue()
@@ -118,17 +137,22 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     """A small JPEG whose frame header claims width x height pixels (a decompression bomb's header)."""
     data = bytearray(encoded(size=(16, 16)))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height pixels, with almost no data."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -168,8 +192,15 @@ def start(*args, cwd: Path | None = None, script: bool = False, user: int | None
     command = [str(Path(sys.executable).with_name("alexctl"))] if script else list(ALEXCTL)
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    return subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd, env=environment(), start_new_session=True)
+    return subprocess.Popen(
+        [*command, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=environment(),
+        start_new_session=True,
+    )
 
 
 class Finished:
@@ -185,8 +216,9 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> Finished:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"alexctl {proc.args} (or a process it started) still ran after {timeout} s:\n"
-                             f"{stderr}") from None
+        raise AssertionError(
+            f"alexctl {proc.args} (or a process it started) still ran after {timeout} s:\n{stderr}"
+        ) from None
     return Finished(proc.returncode, stdout, stderr)
 
 
@@ -259,7 +291,9 @@ def figures(path: Path) -> str:
         f"failures visible in status: {sum(bool(r['visible']) for r in visible)} of {len(visible)}",
     ]
     wrong = [r["case"] for r in failing if r not in right] + [r["case"] for r in succeeding if r["exit"]]
-    lines += [f"not as documented (xfail: a bug outside the data layer, or a regression): {', '.join(wrong)}"] * bool(wrong)
+    lines += [f"not as documented (xfail: a bug outside the data layer, or a regression): {', '.join(wrong)}"] * bool(
+        wrong
+    )
     return "\n".join(lines)
 
 

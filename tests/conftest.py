@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from badinput import public  # noqa: F401 (a fixture of the bad-input corpus, shared by its two files)
 from helpers import SHARED_DATA, extract_imagenette_slice
 
 
@@ -63,7 +64,22 @@ def two_runs(tmp_path_factory, slice_data) -> list[Path]:
     runs = []
     for seed in (0, 1):
         run = root / f"seed{seed}"
-        invoke("train", run, "--data", slice_data, "--epochs", "1", "--seed", seed, "--width", "0.125",
-               "--batch-size", "16", "--checkpoint-minutes", "0", check=True)
+        invoke(
+            "train",
+            run,
+            "--data",
+            slice_data,
+            "--epochs",
+            "1",
+            "--seed",
+            seed,
+            "--width",
+            "0.125",
+            "--batch-size",
+            "16",
+            "--checkpoint-minutes",
+            "0",
+            check=True,
+        )
         runs.append(run)
     return runs

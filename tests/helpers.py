@@ -33,11 +33,18 @@ def extract_imagenette_slice(out: Path, per_class: int, skip: int = 0) -> Path:
     return out / "train"
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, check: bool = False, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m alexctl ARGS` as a separate process, as a shell or Make would."""
     full_env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "alexctl", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alexctl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"alexctl {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc

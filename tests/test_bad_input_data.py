@@ -19,10 +19,26 @@ from pathlib import Path
 import pytest
 
 from alexctl import rundir
-from badinput import (copy_tree, encoded, finish, flip_bytes, images_lost, jpeg_claiming, outcome,
-                      png_claiming, public_copy, run, stage_state, start, status_shows, summary_of, truncate,
-                      wait_for, OTHER)
-from badinput import public  # noqa: F401 (a fixture: a world-readable folder)
+
+from badinput import (
+    OTHER,
+    copy_tree,
+    encoded,
+    finish,
+    flip_bytes,
+    images_lost,
+    jpeg_claiming,
+    outcome,
+    png_claiming,
+    public_copy,
+    run,
+    stage_state,
+    start,
+    status_shows,
+    summary_of,
+    truncate,
+    wait_for,
+)
 from helpers import invoke
 
 SMALL = ("--size", "32", "--workers", "1", "--shard-size", "4")  # tiny shards of tiny images: fast
@@ -57,11 +73,13 @@ def small(tmp_path_factory, photos) -> tuple[Path, Path]:
 
 # ---------------------------------------------------------------- images: skipped and named, or written
 
+
 def _file(name: str | bytes, data, images: int = 1):
     def add(folder: Path, good: bytes) -> tuple[str | None, int]:
         path = folder / (os.fsdecode(name) if isinstance(name, bytes) else name)
         path.write_bytes(data(good) if callable(data) else data)
         return path.name, images
+
     return add
 
 
@@ -69,6 +87,7 @@ def _link(name: str, target: str, images: int):
     def add(folder: Path, good: bytes) -> tuple[str | None, int]:
         (folder / name).symlink_to(target)
         return name, images
+
     return add
 
 
@@ -131,6 +150,7 @@ def rundir_printable(name: str) -> str:
 
 
 # ---------------------------------------------------------------- bad input refused (exit 2)
+
 
 def _tar_cut(tmp: Path, src: Path) -> Path:
     whole = tmp / "whole.tar"
@@ -195,26 +215,66 @@ REFUSED = [  # (case, arguments built from (tmp, src, small data dir), words the
     ("two-files-one-key", lambda t, s, d: [_same_key(s), t / "out"], ["same key"]),
     ("same-image-in-two-sources", lambda t, s, d: [s, s, t / "out"], ["twice"]),
     ("labels-file-missing", lambda t, s, d: [_flat(t, s), t / "out", "--labels", t / "nowhere.csv"], ["nowhere.csv"]),
-    ("labels-conflicting", lambda t, s, d: [t / "flat", t / "out", "--labels", _labels(t, s, conflict=True)],
-     ["labels.csv", "line 1", "line 7", "two labels"]),
-    ("labels-not-covering-an-image", lambda t, s, d: [t / "flat", t / "out", "--labels", _labels(t, s, drop=1)],
-     ["no line in --labels"]),
+    (
+        "labels-conflicting",
+        lambda t, s, d: [t / "flat", t / "out", "--labels", _labels(t, s, conflict=True)],
+        ["labels.csv", "line 1", "line 7", "two labels"],
+    ),
+    (
+        "labels-not-covering-an-image",
+        lambda t, s, d: [t / "flat", t / "out", "--labels", _labels(t, s, drop=1)],
+        ["no line in --labels"],
+    ),
     ("labels-file-is-a-folder", lambda t, s, d: [_flat(t, s), t / "out", "--labels", s], ["label file", "src"]),
-    ("labels-not-utf8", lambda t, s, d: [_flat(t, s), t / "out", "--labels", _file_at(t / "l.csv", b"caf\xe9.JPEG,a\n")],
-     ["l.csv", "UTF-8"]),
-    ("labels-malformed-line", lambda t, s, d: [_flat(t, s), t / "out", "--labels", _file_at(t / "l.csv", b"justone\n")],
-     ["l.csv", "line 1"]),
-    ("labels-ground-truth-without-devkit", lambda t, s, d: [
-        _flat(t, s), t / "out", "--labels", _file_at(t / "gt.txt", b"1\n2\n")], ["--devkit"]),
-    ("devkit-missing", lambda t, s, d: [_flat(t, s), t / "out", "--labels", _file_at(t / "gt.txt", b"1\n2\n"),
-                                        "--devkit", t / "devkit"], ["devkit", "meta.mat"]),
-    ("label-not-a-known-class", lambda t, s, d: [
-        t / "flat", t / "out", "--labels", _labels(t, s), "--classes", _file_at(t / "c.txt", b"n0\tzero\nn1\tone\n")],
-     ["is not one of the 2 known classes"]),
-    ("classes-file-duplicate-wnid", lambda t, s, d: [s, t / "out", "--classes", _file_at(t / "c.txt", b"a\nb\na\n")],
-     ["c.txt", "twice"]),
-    ("classes-file-not-utf8", lambda t, s, d: [s, t / "out", "--classes", _file_at(t / "c.txt", b"n1\tcaf\xe9\n")],
-     ["c.txt", "UTF-8"]),
+    (
+        "labels-not-utf8",
+        lambda t, s, d: [_flat(t, s), t / "out", "--labels", _file_at(t / "l.csv", b"caf\xe9.JPEG,a\n")],
+        ["l.csv", "UTF-8"],
+    ),
+    (
+        "labels-malformed-line",
+        lambda t, s, d: [_flat(t, s), t / "out", "--labels", _file_at(t / "l.csv", b"justone\n")],
+        ["l.csv", "line 1"],
+    ),
+    (
+        "labels-ground-truth-without-devkit",
+        lambda t, s, d: [_flat(t, s), t / "out", "--labels", _file_at(t / "gt.txt", b"1\n2\n")],
+        ["--devkit"],
+    ),
+    (
+        "devkit-missing",
+        lambda t, s, d: [
+            _flat(t, s),
+            t / "out",
+            "--labels",
+            _file_at(t / "gt.txt", b"1\n2\n"),
+            "--devkit",
+            t / "devkit",
+        ],
+        ["devkit", "meta.mat"],
+    ),
+    (
+        "label-not-a-known-class",
+        lambda t, s, d: [
+            t / "flat",
+            t / "out",
+            "--labels",
+            _labels(t, s),
+            "--classes",
+            _file_at(t / "c.txt", b"n0\tzero\nn1\tone\n"),
+        ],
+        ["is not one of the 2 known classes"],
+    ),
+    (
+        "classes-file-duplicate-wnid",
+        lambda t, s, d: [s, t / "out", "--classes", _file_at(t / "c.txt", b"a\nb\na\n")],
+        ["c.txt", "twice"],
+    ),
+    (
+        "classes-file-not-utf8",
+        lambda t, s, d: [s, t / "out", "--classes", _file_at(t / "c.txt", b"n1\tcaf\xe9\n")],
+        ["c.txt", "UTF-8"],
+    ),
     ("classes-folder-neither-data-nor-run", lambda t, s, d: [s, t / "out", "--classes", s], ["--classes"]),
     ("holdout-0.95", lambda t, s, d: [s, t / "out", "--holdout", "0.95"], ["--holdout"]),
     ("holdout-negative", lambda t, s, d: [s, t / "out", "--holdout", "-0.1"], ["--holdout"]),
@@ -231,10 +291,12 @@ REFUSED = [  # (case, arguments built from (tmp, src, small data dir), words the
     ("data-dir-is-a-file", lambda t, s, d: [s, _file_at(t / "data", b"")], ["data"]),
     ("data-dir-under-a-file", lambda t, s, d: [s, _file_at(t / "file", b"") / "data"], ["file/data"]),
     ("val-before-train", lambda t, s, d: [s, t / "out", "--split", "val"], ["classes.json"]),
-    ("val-other-holdout", lambda t, s, d: [s, _train_only(t, d), "--split", "val", "--holdout", "0.5"],
-     ["--holdout"]),
-    ("val-same-source-without-holdout", lambda t, s, d: [
-        s, (invoke("preprocess", s, t / "d", *SMALL, check=True) and t / "d"), "--split", "val"], ["--holdout"]),
+    ("val-other-holdout", lambda t, s, d: [s, _train_only(t, d), "--split", "val", "--holdout", "0.5"], ["--holdout"]),
+    (
+        "val-same-source-without-holdout",
+        lambda t, s, d: [s, (invoke("preprocess", s, t / "d", *SMALL, check=True) and t / "d"), "--split", "val"],
+        ["--holdout"],
+    ),
     ("other-options-on-a-done-split", lambda t, s, d: [s, d, "--holdout", "0.34", "--size", "48"], ["--force"]),
     ("verify-an-incomplete-split", lambda t, s, d: [s, t / "out", "--verify"], ["manifest.json"]),
 ]
@@ -257,8 +319,13 @@ def test_labels_for_files_that_do_not_exist_are_reported_by_name(tmp_path, photo
     labels.write_text(labels.read_text() + "ghost.JPEG,n01440764\n")
     result = invoke("preprocess", flat, tmp_path / "data", "--labels", labels, *SMALL, "--json")
     summary = summary_of(result)
-    outcome(result, 0, case="preprocess/labels-for-missing-files", command="preprocess",
-            lost=images_lost(summary, created=6))
+    outcome(
+        result,
+        0,
+        case="preprocess/labels-for-missing-files",
+        command="preprocess",
+        lost=images_lost(summary, created=6),
+    )
     assert "lists 1 images" in result.stderr and "first: ghost" in result.stderr
 
 
@@ -267,8 +334,15 @@ def test_a_split_in_use_by_another_preprocess_is_refused(small, tmp_path):
     copy = copy_tree(data, tmp_path / "d")
     with rundir.DirectoryLock(copy / "train" / ".lock", "preprocess --split train"):
         result = invoke("preprocess", src, copy, "--holdout", "0.34", "--force", *SMALL)
-    outcome(result, 2, str(copy / "train"), "in use", f"pid {os.getpid()}", case="preprocess/split-locked",
-            command="preprocess")
+    outcome(
+        result,
+        2,
+        str(copy / "train"),
+        "in use",
+        f"pid {os.getpid()}",
+        case="preprocess/split-locked",
+        command="preprocess",
+    )
 
 
 def test_force_on_a_split_being_read_is_refused(small, tmp_path):
@@ -283,28 +357,44 @@ def test_force_on_a_split_being_read_is_refused(small, tmp_path):
 
 # ---------------------------------------------------------------- failed work (exit 1), recorded for status
 
+
 def test_strict_with_a_skipped_image_fails_and_status_shows_it(tmp_path, photos):
     src = source(tmp_path / "src", photos)
     (next(src.iterdir()) / "zero.JPEG").write_bytes(b"")
     result = invoke("preprocess", src, tmp_path / "data", *SMALL, "--strict", "--json")
     summary = summary_of(result)
     visible = status_shows(tmp_path / "data", "preprocess train")
-    outcome(result, 1, "zero.JPEG", "--strict", case="preprocess/strict-with-skipped", command="preprocess",
-            lost=images_lost(summary, created=7), visible=visible)
+    outcome(
+        result,
+        1,
+        "zero.JPEG",
+        "--strict",
+        case="preprocess/strict-with-skipped",
+        command="preprocess",
+        lost=images_lost(summary, created=7),
+        visible=visible,
+    )
     assert summary["ok"] is False and summary["exit_code"] == 1
 
 
-@pytest.mark.parametrize("damage,words", [
-    ("flipped-shard", ["shard-000000.tar", "SHA-256"]),
-    ("truncated-shard", ["shard-000000.tar", "bytes"]),
-    ("truncated-index", ["index.npz"]),
-    ("missing-shard", ["shard-000000.tar", "missing"]),
-])
+@pytest.mark.parametrize(
+    "damage,words",
+    [
+        ("flipped-shard", ["shard-000000.tar", "SHA-256"]),
+        ("truncated-shard", ["shard-000000.tar", "bytes"]),
+        ("truncated-index", ["index.npz"]),
+        ("missing-shard", ["shard-000000.tar", "missing"]),
+    ],
+)
 def test_verify_names_the_damaged_file_and_status_shows_it(damage, words, small, tmp_path):
     data = copy_tree(small[1], tmp_path / "d")
     shard, index = data / "train" / "shard-000000.tar", data / "train" / "index.npz"
-    {"flipped-shard": lambda: flip_bytes(shard, 2000), "truncated-shard": lambda: truncate(shard),
-     "truncated-index": lambda: truncate(index), "missing-shard": shard.unlink}[damage]()
+    {
+        "flipped-shard": lambda: flip_bytes(shard, 2000),
+        "truncated-shard": lambda: truncate(shard),
+        "truncated-index": lambda: truncate(index),
+        "missing-shard": shard.unlink,
+    }[damage]()
     result = invoke("preprocess", "unused", data, "--verify")
     visible = status_shows(data, "preprocess train", ("failed", "corrupt"))
     outcome(result, 1, *words, case=f"preprocess/verify-{damage}", command="preprocess", visible=visible)
@@ -312,6 +402,7 @@ def test_verify_names_the_damaged_file_and_status_shows_it(damage, words, small,
 
 
 # ---------------------------------------------------------------- signals, kills, users, the working directory
+
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory, imagenet_samples) -> tuple[Path, Path]:
@@ -344,8 +435,7 @@ def _rerun_finishes(samples, data) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT-to-the-group", "SIGTERM-to-the-group"])
-def test_a_signal_to_preprocess_with_workers_stops_it_in_one_sentence_and_the_rerun_finishes(how, samples,
-                                                                                          tmp_path):
+def test_a_signal_to_preprocess_with_workers_stops_it_in_one_sentence_and_the_rerun_finishes(how, samples, tmp_path):
     data = tmp_path / "data"
     proc = _preprocess_samples(samples, data)
     wait_for(lambda: (data / "train" / "shard-000000.npz").exists(), proc, what="a first shard")
@@ -357,8 +447,16 @@ def test_a_signal_to_preprocess_with_workers_stops_it_in_one_sentence_and_the_re
     result = finish(proc)
     visible = status_shows(data, "preprocess train")
     lost = _rerun_finishes(samples, data)
-    outcome(result, 1, f"stopped by {signum.name}", "run the same command again",
-            case=f"preprocess/{how}-workers-2", command="preprocess", visible=visible, lost=lost)
+    outcome(
+        result,
+        1,
+        f"stopped by {signum.name}",
+        "run the same command again",
+        case=f"preprocess/{how}-workers-2",
+        command="preprocess",
+        visible=visible,
+        lost=lost,
+    )
     assert "leaked" not in result.stderr
 
 
@@ -382,11 +480,31 @@ def test_a_folder_named_alexctl_in_the_working_directory_does_not_hang_the_worke
     (parent / "alexctl").mkdir(parents=True)
     (parent / "alexctl" / "__init__.py").write_text("")  # the parent folder of a clone: no __version__
     folder, labels = samples
-    result = run("preprocess", folder, tmp_path / "data", "--labels", labels, "--workers", "2", "--shard-size", "20",
-                 "--size", "64", "--json", cwd=parent, script=True, timeout=120)
+    result = run(
+        "preprocess",
+        folder,
+        tmp_path / "data",
+        "--labels",
+        labels,
+        "--workers",
+        "2",
+        "--shard-size",
+        "20",
+        "--size",
+        "64",
+        "--json",
+        cwd=parent,
+        script=True,
+        timeout=120,
+    )
     summary = summary_of(result)
-    outcome(result, 0, case="preprocess/alexctl-folder-in-cwd-workers-2", command="preprocess",
-            lost=images_lost(summary, created=80))
+    outcome(
+        result,
+        0,
+        case="preprocess/alexctl-folder-in-cwd-workers-2",
+        command="preprocess",
+        lost=images_lost(summary, created=80),
+    )
 
 
 @pytest.mark.slow
@@ -409,7 +527,8 @@ def test_unreadable_files_and_folders_and_a_read_only_data_dir(tmp_path, photos,
     summary = summary_of(result)
     outcome(result, 0, case="preprocess/unreadable-file", command="preprocess", lost=images_lost(summary, created=7))
     assert [(s["path"], "Permission denied" in s["reason"]) for s in summary["skipped"]] == [
-        (f"{first.name}/secret.JPEG", True)]
+        (f"{first.name}/secret.JPEG", True)
+    ]
 
     result = run("preprocess", two, out / "data2", *SMALL, user=OTHER)
     outcome(result, 2, "locked", "cannot be listed", case="preprocess/unreadable-folder", command="preprocess")

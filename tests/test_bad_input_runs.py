@@ -20,9 +20,21 @@ import pytest
 import torch
 
 from alexctl import rundir
-from badinput import (copy_tree, finish, flip_bytes, outcome, public_copy, run, stage_state, start, status_shows,
-                      truncate, wait_for, OTHER)
-from badinput import public  # noqa: F401 (a fixture: a world-readable folder)
+
+from badinput import (
+    OTHER,
+    copy_tree,
+    finish,
+    flip_bytes,
+    outcome,
+    public_copy,
+    run,
+    stage_state,
+    start,
+    status_shows,
+    truncate,
+    wait_for,
+)
 from helpers import invoke
 
 TINY = ("--epochs", "1", "--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0")
@@ -53,8 +65,9 @@ def data32(tmp_path_factory, five) -> Path:
     """A data directory at 32 px (CIFAR's size)."""
     data = tmp_path_factory.mktemp("d32") / "d"
     for split in ("train", "val"):
-        invoke("preprocess", five, data, "--split", split, "--holdout", "0.5", "--size", "32", "--workers", "1",
-               check=True)
+        invoke(
+            "preprocess", five, data, "--split", split, "--holdout", "0.5", "--size", "32", "--workers", "1", check=True
+        )
     return data
 
 
@@ -82,8 +95,10 @@ def _damaged(tmp: Path, data: Path, how: str, split: str = "train") -> Path:
     elif how == "altered-index-old-manifest":  # a manifest without index_sha256: the ranges tell
         index["offset"] = index["offset"] + 10**7
         np.savez(train / "index.npz", **index)
-        _write(train / "manifest.json", json.dumps({k: v for k, v in manifest.items()
-                                                     if k not in ("index_sha256", "index_bytes")}))
+        _write(
+            train / "manifest.json",
+            json.dumps({k: v for k, v in manifest.items() if k not in ("index_sha256", "index_bytes")}),
+        )
     elif how == "truncated-shard":
         truncate(train / "shard-000001.tar")
     elif how == "missing-shard":
@@ -121,7 +136,7 @@ def _named(words: list[str], tmp: Path, data: Path, run: Path) -> list[str]:
 def _run_copy(tmp: Path, run: Path, how: str = "") -> Path:
     copy = copy_tree(run, tmp / "run")
     if how == "corrupt-config":
-        _write(copy / "config.json", "{\"kind\": ")
+        _write(copy / "config.json", '{"kind": ')
     elif how == "foreign-config":
         _write(copy / "config.json", '{"kind": "something-else"}')
     elif how == "truncated-last":
@@ -164,31 +179,50 @@ def test_train_on_a_damaged_data_directory_is_refused_naming_the_file(how, words
 
 def test_train_with_a_config_file_that_is_not_utf8_is_refused_naming_it(tmp_path, slice_data):
     config = _write(tmp_path / "c.toml", b"lr = 0.01 # caf\xe9\n")
-    outcome(invoke("train", tmp_path / "run", "--data", slice_data, *TINY, "--config", config), 2, "c.toml",
-            case="train/config-file-not-utf8", command="train")
+    outcome(
+        invoke("train", tmp_path / "run", "--data", slice_data, *TINY, "--config", config),
+        2,
+        "c.toml",
+        case="train/config-file-not-utf8",
+        command="train",
+    )
 
 
 def test_train_on_a_truncated_statistics_file_is_refused_naming_it(tmp_path, slice_data):
     data = _damaged(tmp_path, slice_data, "truncated-stats")
-    outcome(invoke("train", tmp_path / "run", "--data", data, *TINY), 2, "stats.npz",
-            case="train/data-truncated-stats", command="train")
+    outcome(
+        invoke("train", tmp_path / "run", "--data", data, *TINY),
+        2,
+        "stats.npz",
+        case="train/data-truncated-stats",
+        command="train",
+    )
 
 
 TRAIN_REFUSED = [  # (case, arguments from (tmp, slice_data, a trained run, other fixtures), words)
     ("new-run-without-data", lambda t, d, r, f: [t / "run"], ["--data"]),
     ("data-missing", lambda t, d, r, f: [t / "run", "--data", t / "nothing"], ["nothing"]),
     ("data-is-a-run-dir", lambda t, d, r, f: [t / "run", "--data", r], ["{run}/train", "manifest.json"]),
-    ("val-with-other-classes", lambda t, d, r, f: [t / "run", "--data", _mixed(t, d, f["other"])],
-     ["the val split has 5 classes", "classes.json"]),
-    ("arch-alexnet-on-32px-data", lambda t, d, r, f: [t / "run", "--data", f["data32"], "--arch", "alexnet"],
-     ["224x224", "32x32", "--arch cifar"]),
+    (
+        "val-with-other-classes",
+        lambda t, d, r, f: [t / "run", "--data", _mixed(t, d, f["other"])],
+        ["the val split has 5 classes", "classes.json"],
+    ),
+    (
+        "arch-alexnet-on-32px-data",
+        lambda t, d, r, f: [t / "run", "--data", f["data32"], "--arch", "alexnet"],
+        ["224x224", "32x32", "--arch cifar"],
+    ),
     ("arch-unknown", lambda t, d, r, f: [t / "run", "--data", d, "--arch", "vgg"], ["--arch"]),
     ("batch-size-0", lambda t, d, r, f: [t / "run", "--data", d, "--batch-size", "0"], ["--batch-size"]),
     ("epochs-0", lambda t, d, r, f: [t / "run", "--data", d, "--epochs", "0"], ["--epochs"]),
     ("lr-negative", lambda t, d, r, f: [t / "run", "--data", d, "--lr", "-1"], ["--lr"]),
     ("schedule-bogus", lambda t, d, r, f: [t / "run", "--data", d, "--schedule", "sometimes"], ["--schedule"]),
-    ("schedule-step-not-increasing", lambda t, d, r, f: [t / "run", "--data", d, "--schedule", "step:5,3"],
-     ["--schedule"]),
+    (
+        "schedule-step-not-increasing",
+        lambda t, d, r, f: [t / "run", "--data", d, "--schedule", "step:5,3"],
+        ["--schedule"],
+    ),
     ("width-0", lambda t, d, r, f: [t / "run", "--data", d, "--width", "0"], ["--width"]),
     ("dropout-1.5", lambda t, d, r, f: [t / "run", "--data", d, "--dropout", "1.5"], ["--dropout"]),
     ("columns-3", lambda t, d, r, f: [t / "run", "--data", d, "--columns", "3"], ["--columns"]),
@@ -198,26 +232,34 @@ TRAIN_REFUSED = [  # (case, arguments from (tmp, slice_data, a trained run, othe
     ("precision-unknown", lambda t, d, r, f: [t / "run", "--data", d, "--precision", "fp8"], ["--precision"]),
     ("workers-not-a-number", lambda t, d, r, f: [t / "run", "--data", d, "--workers", "some"], ["--workers"]),
     ("config-file-missing", lambda t, d, r, f: [t / "run", "--data", d, "--config", t / "nope.toml"], ["nope.toml"]),
-    ("config-file-unknown-key", lambda t, d, r, f: [t / "run", "--data", d, "--config",
-                                                    _write(t / "c.toml", "lrate = 0.1\n")], ["lrate"]),
-    ("config-file-broken-toml", lambda t, d, r, f: [t / "run", "--data", d, "--config", _write(t / "c.toml", "lr = [\n")],
-     ["c.toml"]),
+    (
+        "config-file-unknown-key",
+        lambda t, d, r, f: [t / "run", "--data", d, "--config", _write(t / "c.toml", "lrate = 0.1\n")],
+        ["lrate"],
+    ),
+    (
+        "config-file-broken-toml",
+        lambda t, d, r, f: [t / "run", "--data", d, "--config", _write(t / "c.toml", "lr = [\n")],
+        ["c.toml"],
+    ),
     ("run-dir-is-a-file", lambda t, d, r, f: [_write(t / "run", ""), "--data", d], ["{tmp}/run"]),
     ("run-dir-under-a-file", lambda t, d, r, f: [_write(t / "file", "") / "run", "--data", d], ["file"]),
     ("run-with-other-settings", lambda t, d, r, f: [_run_copy(t, r), "--lr", "0.1"], ["other settings", "lr"]),
     ("run-config-corrupt", lambda t, d, r, f: [_run_copy(t, r, "corrupt-config")], ["config.json"]),
     ("run-config-foreign", lambda t, d, r, f: [_run_copy(t, r, "foreign-config"), "--data", d], ["config.json"]),
-    ("run-last-checkpoint-truncated", lambda t, d, r, f: [_run_copy(t, r, "truncated-last"), "--epochs", "2"],
-     ["last.pt"]),
+    (
+        "run-last-checkpoint-truncated",
+        lambda t, d, r, f: [_run_copy(t, r, "truncated-last"), "--epochs", "2"],
+        ["last.pt"],
+    ),
     ("run-trained-on-other-data", lambda t, d, r, f: [_run_copy(t, r), "--data", f["other"]], ["other settings"]),
 ]
 
 
-
-
 @pytest.mark.parametrize("case,arguments,words", TRAIN_REFUSED, ids=[row[0] for row in TRAIN_REFUSED])
-def test_bad_input_to_train_is_refused_before_the_run_directory_changes(case, arguments, words, tmp_path, slice_data,
-                                                                        two_runs, other_data, data32):
+def test_bad_input_to_train_is_refused_before_the_run_directory_changes(
+    case, arguments, words, tmp_path, slice_data, two_runs, other_data, data32
+):
     args = arguments(tmp_path, slice_data, two_runs[0], {"other": other_data, "data32": data32})
     run_dir = Path(args[0])
     before = _snapshot(run_dir)
@@ -229,8 +271,11 @@ def test_bad_input_to_train_is_refused_before_the_run_directory_changes(case, ar
 def _snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.is_dir():
         return {"": folder.read_bytes()} if folder.is_file() else {}
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in (".lock",)}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in (".lock",)
+    }
 
 
 def test_train_on_a_run_in_use_is_refused_naming_the_holder(tmp_path, two_runs):
@@ -241,6 +286,7 @@ def test_train_on_a_run_in_use_is_refused_naming_the_holder(tmp_path, two_runs):
 
 
 # ---------------------------------------------------------------- train: crashes, kills and resumes
+
 
 @pytest.fixture(scope="module")
 def subset_run(tmp_path_factory, slice_data) -> Path:
@@ -255,8 +301,13 @@ def test_a_resume_after_a_crash_at_the_epoch_boundary_keeps_one_metrics_row_per_
     copy = _run_copy(tmp_path, subset_run)
     metrics = copy / "metrics.jsonl"
     rows = metrics.read_text().splitlines()
-    metrics.write_text({"duplicated-row": "\n".join(rows + rows) + "\n", "missing-row": "",
-                        "cut-last-line": "\n".join(rows) + "\n" + rows[0][: len(rows[0]) // 2]}[how])
+    metrics.write_text(
+        {
+            "duplicated-row": "\n".join(rows + rows) + "\n",
+            "missing-row": "",
+            "cut-last-line": "\n".join(rows) + "\n" + rows[0][: len(rows[0]) // 2],
+        }[how]
+    )
     (copy / "run.json").unlink()  # the crash came before the manifest
     result = invoke("train", copy, "--epochs", "2")
     outcome(result, 0, case=f"train/resume-after-{how}", command="train")
@@ -272,8 +323,15 @@ def test_sigterm_mid_epoch_stops_train_in_one_sentence_and_the_rerun_finishes(tm
     proc.send_signal(signal.SIGTERM)
     result = finish(proc)
     visible = status_shows(run_dir, "train")
-    outcome(result, 1, "stopped by SIGTERM", "run the same command again", case="train/sigterm-mid-epoch",
-            command="train", visible=visible)
+    outcome(
+        result,
+        1,
+        "stopped by SIGTERM",
+        "run the same command again",
+        case="train/sigterm-mid-epoch",
+        command="train",
+        visible=visible,
+    )
     rerun = invoke("train", run_dir)
     assert rerun.returncode == 0, rerun.stderr
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -302,12 +360,14 @@ def test_preprocess_force_on_a_split_a_training_run_reads_is_refused(tmp_path, s
     run_dir = tmp_path / "run"
     proc = start("train", run_dir, "--data", data, *TINY, "--epochs", "100", "--subset", "8")
     wait_for(lambda: (run_dir / "config.json").exists(), proc, what="config.json")  # its sources are open
-    result = invoke("preprocess", imagenette_slice, data, "--holdout", "0.1", "--shard-size", "40", "--force",
-                    "--workers", "1")
+    result = invoke(
+        "preprocess", imagenette_slice, data, "--holdout", "0.1", "--shard-size", "40", "--force", "--workers", "1"
+    )
     proc.send_signal(signal.SIGTERM)
     stopped = finish(proc)
-    outcome(result, 2, str(data / "train"), "being read", case="preprocess/force-while-train-reads",
-            command="preprocess")
+    outcome(
+        result, 2, str(data / "train"), "being read", case="preprocess/force-while-train-reads", command="preprocess"
+    )
     assert {p.name: p.read_bytes() for p in (data / "train").glob("shard-*.tar")} == shards
     assert stopped.returncode == 1 and "stopped by SIGTERM" in stopped.stderr, stopped.stderr  # not killed by it
 
@@ -342,12 +402,18 @@ EVAL_REFUSED = [  # (case, arguments from (tmp, slice_data, a trained run, other
 
 
 @pytest.mark.parametrize("case,arguments,words", EVAL_REFUSED, ids=[c[0] for c in EVAL_REFUSED])
-def test_bad_input_to_eval_is_refused_in_one_sentence(case, arguments, words, tmp_path, slice_data, two_runs,
-                                                      other_data):
+def test_bad_input_to_eval_is_refused_in_one_sentence(
+    case, arguments, words, tmp_path, slice_data, two_runs, other_data
+):
     mine = copy_tree(two_runs[0], tmp_path / "r0")  # a case that went wrong would write into it
     args = arguments(tmp_path, slice_data, mine, other_data)
-    outcome(invoke("eval", *args, "--crops", "1") if case != "crops-5" else invoke("eval", *args), 2,
-            *_named(words, tmp_path, slice_data, mine), case=f"eval/{case}", command="eval")
+    outcome(
+        invoke("eval", *args, "--crops", "1") if case != "crops-5" else invoke("eval", *args),
+        2,
+        *_named(words, tmp_path, slice_data, mine),
+        case=f"eval/{case}",
+        command="eval",
+    )
 
 
 def test_eval_of_a_run_being_evaluated_is_refused(tmp_path, two_runs):
@@ -360,7 +426,7 @@ def test_eval_of_a_run_being_evaluated_is_refused(tmp_path, two_runs):
 def test_a_corrupt_earlier_evaluation_is_redone(tmp_path, two_runs):
     copy = _run_copy(tmp_path, two_runs[0])
     assert invoke("eval", copy, "--crops", "1").returncode == 0
-    _write(copy / "eval" / "val-1crop.json", "{\"top1")
+    _write(copy / "eval" / "val-1crop.json", '{"top1')
     result = invoke("eval", copy, "--crops", "1", "--json")
     outcome(result, 0, case="eval/corrupt-earlier-metrics-redone", command="eval")
     assert json.loads(result.stdout)["already_done"] is False and stage_state(copy, "eval val-1crop") == "done"
@@ -372,8 +438,7 @@ def eval_run(tmp_path_factory, imagenette_slice) -> Path:
     tmp = tmp_path_factory.mktemp("evalrun")
     data = tmp / "data"
     for split in ("train", "val"):
-        invoke("preprocess", imagenette_slice, data, "--split", split, "--holdout", "0.5", "--workers", "1",
-               check=True)
+        invoke("preprocess", imagenette_slice, data, "--split", split, "--holdout", "0.5", "--workers", "1", check=True)
     invoke("train", tmp / "run", "--data", data, *TINY, "--subset", "20", check=True)
     return tmp / "run"
 
@@ -383,14 +448,24 @@ def eval_run(tmp_path_factory, imagenette_slice) -> Path:
 def test_a_signal_to_eval_stops_it_in_one_sentence_and_status_shows_it(signum, tmp_path, eval_run):
     copy = _run_copy(tmp_path, eval_run)
     proc = start("eval", copy, "--batch-size", "1", "--residency", "disk", "--workers", "0")
-    wait_for(lambda: rundir.lock_state(copy / "eval" / ".lock") == "held" and (copy / "eval" / ".lock").stat().st_size,
-             proc, what="the eval lock")
+    wait_for(
+        lambda: rundir.lock_state(copy / "eval" / ".lock") == "held" and (copy / "eval" / ".lock").stat().st_size,
+        proc,
+        what="the eval lock",
+    )
     time.sleep(0.3)  # past the moment between taking the lock and catching signals; 60 images take seconds
     proc.send_signal(signum)
     result = finish(proc)
     visible = status_shows(copy, "eval")
-    outcome(result, 1, f"stopped by {signal.Signals(signum).name}", str(copy), case=f"eval/{signal.Signals(signum).name}",
-            command="eval", visible=visible)
+    outcome(
+        result,
+        1,
+        f"stopped by {signal.Signals(signum).name}",
+        str(copy),
+        case=f"eval/{signal.Signals(signum).name}",
+        command="eval",
+        visible=visible,
+    )
     assert invoke("eval", copy, "--crops", "1").returncode == 0
     assert stage_state(copy, "eval val-1crop") == "done"
 
@@ -405,6 +480,7 @@ def test_eval_of_a_read_only_run_is_refused_before_any_prediction(tmp_path, two_
 
 
 # ---------------------------------------------------------------- ensemble
+
 
 def _evaluated(tmp: Path, run: Path, name: str, how: str = "") -> Path:
     """A copy of `run` with its 1-crop predictions, damaged as `how` says."""
@@ -431,12 +507,21 @@ ENSEMBLE_REFUSED = [  # (case, arguments from (tmp, run a, run b), words)
     ("member-twice", lambda t, a, b: [a, a, "--out", t / "ens"], ["twice"]),
     ("out-is-a-member", lambda t, a, b: [a, b, "--out", b], ["--out"]),
     ("out-under-a-file", lambda t, a, b: [a, b, "--out", _write(t / "file", "") / "ens"], ["--out", "file"]),
-    ("members-predict-other-samples", lambda t, a, b: [_evaluated(t, a, "a"), _evaluated(t, b, "b", "other-samples"),
-                                                       "--out", t / "ens"], ["{tmp}/b", "other samples"]),
-    ("members-other-class-order", lambda t, a, b: [_evaluated(t, a, "a"), _evaluated(t, b, "b", "other-class-order"),
-                                                   "--out", t / "ens"], ["{tmp}/b", "class list"]),
-    ("member-predictions-lacking-probs", lambda t, a, b: [_evaluated(t, a, "a"), _evaluated(t, b, "b", "lacking-probs"),
-                                                          "--out", t / "ens"], ["probs"]),
+    (
+        "members-predict-other-samples",
+        lambda t, a, b: [_evaluated(t, a, "a"), _evaluated(t, b, "b", "other-samples"), "--out", t / "ens"],
+        ["{tmp}/b", "other samples"],
+    ),
+    (
+        "members-other-class-order",
+        lambda t, a, b: [_evaluated(t, a, "a"), _evaluated(t, b, "b", "other-class-order"), "--out", t / "ens"],
+        ["{tmp}/b", "class list"],
+    ),
+    (
+        "member-predictions-lacking-probs",
+        lambda t, a, b: [_evaluated(t, a, "a"), _evaluated(t, b, "b", "lacking-probs"), "--out", t / "ens"],
+        ["probs"],
+    ),
     ("checkpoint-epoch", lambda t, a, b: [a, b, "--out", t / "ens", "--checkpoint", "epoch-0001"], ["--checkpoint"]),
     ("crops-5", lambda t, a, b: [a, b, "--out", t / "ens", "--crops", "5"], ["--crops"]),
     ("member-is-a-data-dir", lambda t, a, b: [a, t / "data", "--out", t / "ens"], ["data"]),
@@ -449,15 +534,25 @@ def test_bad_input_to_ensemble_is_refused_in_one_sentence(case, arguments, words
     mine = [copy_tree(r, tmp_path / f"r{i}") for i, r in enumerate(two_runs)]  # ensemble may evaluate them
     args = arguments(tmp_path, *mine)
     crops = [] if "--crops" in args else ["--crops", "1"]
-    outcome(invoke("ensemble", *args, *crops), 2, *_named(words, tmp_path, slice_data, two_runs[0]),
-            case=f"ensemble/{case}", command="ensemble")
+    outcome(
+        invoke("ensemble", *args, *crops),
+        2,
+        *_named(words, tmp_path, slice_data, two_runs[0]),
+        case=f"ensemble/{case}",
+        command="ensemble",
+    )
     assert not (tmp_path / "ens" / "run.json").exists()
 
 
 def test_ensemble_of_a_member_with_truncated_predictions_names_the_file(tmp_path, two_runs):
     args = [_evaluated(tmp_path, two_runs[0], "a"), _evaluated(tmp_path, two_runs[1], "b", "truncated")]
-    outcome(invoke("ensemble", *args, "--out", tmp_path / "ens", "--crops", "1"), 2, "val-1crop.npz",
-            case="ensemble/member-predictions-truncated", command="ensemble")
+    outcome(
+        invoke("ensemble", *args, "--out", tmp_path / "ens", "--crops", "1"),
+        2,
+        "val-1crop.npz",
+        case="ensemble/member-predictions-truncated",
+        command="ensemble",
+    )
 
 
 # ---------------------------------------------------------------- report
@@ -469,21 +564,36 @@ REPORT_REFUSED = [  # (case, arguments from (tmp, slice_data, run, other data), 
     ("out-under-a-file", lambda t, d, r, o: [r, "--out", _write(t / "file", "") / "rep"], ["file"]),
     ("images-negative", lambda t, d, r, o: [r, "--out", t / "rep", "--images", "-1"], ["--images"]),
     ("reach-2", lambda t, d, r, o: [r, "--out", t / "rep", "--reach", "2"], ["--reach"]),
-    ("best-checkpoint-truncated", lambda t, d, r, o: [_run_copy(t, r, "truncated-best"), "--out", t / "rep"],
-     ["best.pt"]),
-    ("data-with-other-classes", lambda t, d, r, o: [r, "--out", t / "rep", "--data", o, "--images", "0"],
-     ["class list"]),
-    ("data-damaged", lambda t, d, r, o: [r, "--out", t / "rep", "--data", _damaged(t, d, "truncated-index", "val")],
-     ["index.npz"]),
+    (
+        "best-checkpoint-truncated",
+        lambda t, d, r, o: [_run_copy(t, r, "truncated-best"), "--out", t / "rep"],
+        ["best.pt"],
+    ),
+    (
+        "data-with-other-classes",
+        lambda t, d, r, o: [r, "--out", t / "rep", "--data", o, "--images", "0"],
+        ["class list"],
+    ),
+    (
+        "data-damaged",
+        lambda t, d, r, o: [r, "--out", t / "rep", "--data", _damaged(t, d, "truncated-index", "val")],
+        ["index.npz"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,arguments,words", REPORT_REFUSED, ids=[c[0] for c in REPORT_REFUSED])
-def test_bad_input_to_report_is_refused_in_one_sentence(case, arguments, words, tmp_path, slice_data, two_runs,
-                                                        other_data):
+def test_bad_input_to_report_is_refused_in_one_sentence(
+    case, arguments, words, tmp_path, slice_data, two_runs, other_data
+):
     args = arguments(tmp_path, slice_data, two_runs[0], other_data)
-    outcome(invoke("report", *args), 2, *_named(words, tmp_path, slice_data, two_runs[0]), case=f"report/{case}",
-            command="report")
+    outcome(
+        invoke("report", *args),
+        2,
+        *_named(words, tmp_path, slice_data, two_runs[0]),
+        case=f"report/{case}",
+        command="report",
+    )
     assert not (tmp_path / "rep" / "report.md").exists()
 
 
@@ -496,6 +606,7 @@ def test_report_reads_a_metrics_log_whose_last_line_was_cut(tmp_path, two_runs):
 
 
 # ---------------------------------------------------------------- status
+
 
 def _status_case(tmp: Path, data: Path, run: Path, how: str) -> tuple[Path, str, str, tuple[str, ...]]:
     """(directory, stage, expected state, extra status options) for one damaged directory."""
@@ -543,15 +654,26 @@ def _status_case(tmp: Path, data: Path, run: Path, how: str) -> tuple[Path, str,
     raise ValueError(how)
 
 
-STATUS = ["nonexistent", "a-file", "corrupt-split-manifest", "truncated-shard", "truncated-index",
-          "flipped-shard-verify", "missing-val-split", "corrupt-failure-record", "corrupt-run-config",
-          "corrupt-run-manifest", "corrupt-checkpoint-summary", "stale-lock", "corrupt-eval-metrics",
-          "truncated-checkpoint-verify"]
+STATUS = [
+    "nonexistent",
+    "a-file",
+    "corrupt-split-manifest",
+    "truncated-shard",
+    "truncated-index",
+    "flipped-shard-verify",
+    "missing-val-split",
+    "corrupt-failure-record",
+    "corrupt-run-config",
+    "corrupt-run-manifest",
+    "corrupt-checkpoint-summary",
+    "stale-lock",
+    "corrupt-eval-metrics",
+    "truncated-checkpoint-verify",
+]
 
 
 @pytest.mark.parametrize("how", STATUS)
-def test_status_names_what_is_wrong_and_fails_on_it_while_the_rest_reads_as_usual(how, tmp_path, slice_data,
-                                                                                  two_runs):
+def test_status_names_what_is_wrong_and_fails_on_it_while_the_rest_reads_as_usual(how, tmp_path, slice_data, two_runs):
     directory, stage, state, extra = _status_case(tmp_path, slice_data, two_runs[0], how)
     report = invoke("status", directory, slice_data, "--json", *extra)
     stages = {(d["path"], s["stage"]): s for d in json.loads(report.stdout)["directories"] for s in d["stages"]}
@@ -586,8 +708,15 @@ BENCH_REFUSED = [  # (case, arguments from (tmp, slice_data, run), words)
 
 def test_bench_on_32px_data_measures_the_cifar_net_and_refuses_the_stock_pipeline(data32):
     """32x32 images (CIFAR-10's) feed the CIFAR-10 net; the stock pipeline's 224 px crops cannot be cut from them."""
-    outcome(invoke("bench", "--data", data32), 2, str(data32), "32x32", "--no-stock", case="bench/stock-on-32px",
-            command="bench")
+    outcome(
+        invoke("bench", "--data", data32),
+        2,
+        str(data32),
+        "32x32",
+        "--no-stock",
+        case="bench/stock-on-32px",
+        command="bench",
+    )
     result = invoke("bench", "--data", data32, "--no-stock", "--batch-size", "4", "--json", check=True)
     summary = json.loads(result.stdout)
     assert summary["model"]["arch"] == "cifar" and all(r["median"] > 0 for r in summary["rows"])
@@ -613,24 +742,44 @@ PREDICT = [  # (case, arguments from (tmp, run, data), exit status, words)
     ("only-broken-images", lambda t, r, d: [_write(t / "zero.jpg", b""), "--run", r], 1, ["none of the 1"]),
     ("top-k-0", lambda t, r, d: [t / "photo.jpg", "--run", r, "--top-k", "0"], 2, ["--top-k"]),
     ("crops-5", lambda t, r, d: [t / "photo.jpg", "--run", r, "--crops", "5"], 2, ["--crops"]),
-    ("best-checkpoint-truncated", lambda t, r, d: [t / "photo.jpg", "--run", _run_copy(t, r, "truncated-best")], 2,
-     ["best.pt"]),
+    (
+        "best-checkpoint-truncated",
+        lambda t, r, d: [t / "photo.jpg", "--run", _run_copy(t, r, "truncated-best")],
+        2,
+        ["best.pt"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,arguments,code,words", PREDICT, ids=[c[0] for c in PREDICT])
-def test_bad_input_to_predict_is_refused_in_one_sentence(case, arguments, code, words, tmp_path, two_runs, slice_data,
-                                                         imagenet_samples):
+def test_bad_input_to_predict_is_refused_in_one_sentence(
+    case, arguments, code, words, tmp_path, two_runs, slice_data, imagenet_samples
+):
     shutil.copyfile(sorted(imagenet_samples.iterdir())[0], tmp_path / "photo.jpg")
-    outcome(invoke("predict", *arguments(tmp_path, two_runs[0], slice_data), "--crops", "1")
-            if case != "crops-5" else invoke("predict", *arguments(tmp_path, two_runs[0], slice_data)),
-            code, *words, case=f"predict/{case}", command="predict")
+    outcome(
+        invoke("predict", *arguments(tmp_path, two_runs[0], slice_data), "--crops", "1")
+        if case != "crops-5"
+        else invoke("predict", *arguments(tmp_path, two_runs[0], slice_data)),
+        code,
+        *words,
+        case=f"predict/{case}",
+        command="predict",
+    )
 
 
 def test_predict_skips_and_names_a_broken_image_among_good_ones(tmp_path, two_runs, imagenet_samples):
     _write(tmp_path / "zero.jpg", b"")
-    result = invoke("predict", tmp_path / "zero.jpg", sorted(imagenet_samples.iterdir())[0], "--run", two_runs[0],
-                    "--crops", "1", "--format", "csv")
+    result = invoke(
+        "predict",
+        tmp_path / "zero.jpg",
+        sorted(imagenet_samples.iterdir())[0],
+        "--run",
+        two_runs[0],
+        "--crops",
+        "1",
+        "--format",
+        "csv",
+    )
     outcome(result, 0, case="predict/broken-among-good", command="predict")
     assert "zero.jpg" in result.stderr and len(result.stdout.splitlines()) == 2
 

@@ -8,16 +8,24 @@ import torch
 from alexctl import checkpoint, rundir
 from alexctl.config import ModelConfig, RuntimeOptions
 from alexctl.errors import UserError
+from alexctl.nets.build import model_from_checkpoint, runtime_model
 
 
 def _record(epoch=3):
     from alexctl import device
 
     torch.manual_seed(0)
-    net = device.build_model(ModelConfig(arch="cifar", width=0.25), 4, device.resolve(RuntimeOptions(devices="cpu")))
-    return net, checkpoint.weights(net, ModelConfig(arch="cifar", width=0.25), classes=["a", "b", "c", "d"],
-                                   class_names=["A", "B", "C", "D"], mean_image=torch.full((3, 32, 32), 120.0),
-                                   data={"dir": "/d", "image_size": 32}, epoch=epoch, val={"top1": 0.5, "top5": 0.1})
+    net = runtime_model(ModelConfig(arch="cifar", width=0.25), 4, device.resolve(RuntimeOptions(devices="cpu")))
+    return net, checkpoint.weights(
+        net,
+        ModelConfig(arch="cifar", width=0.25),
+        classes=["a", "b", "c", "d"],
+        class_names=["A", "B", "C", "D"],
+        mean_image=torch.full((3, 32, 32), 120.0),
+        data={"dir": "/d", "image_size": 32},
+        epoch=epoch,
+        val={"top1": 0.5, "top5": 0.1},
+    )
 
 
 def test_a_weights_record_rebuilds_the_same_network(tmp_path):
@@ -26,7 +34,7 @@ def test_a_weights_record_rebuilds_the_same_network(tmp_path):
     loaded = checkpoint.load_weights(tmp_path / "best.pt")
     assert loaded["format"] == checkpoint.FORMAT and checkpoint.classes_of(loaded) == ["a", "b", "c", "d"]
     assert loaded["data"]["class_names"] == ["A", "B", "C", "D"] and loaded["val_top1_error"] == 0.5
-    again = checkpoint.model_from_checkpoint(loaded).eval()
+    again = model_from_checkpoint(loaded).eval()
     x = torch.randn(2, 3, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(again(x), net.eval()(x))
@@ -53,6 +61,7 @@ def test_epoch_checkpoints_keep_the_newest_and_keep_0_writes_none(tmp_path):
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["epoch-0003.pt", "epoch-0004.pt"]
     checkpoint.save_epoch(run, record, 5, keep=0)
     assert list(run.checkpoints.iterdir()) == []
-    checkpoint.save_resume(run, record, optimizer={}, schedule={}, devices=1,
-                           progress={"epoch": 3, "current": {"step": 7}})
+    checkpoint.save_resume(
+        run, record, optimizer={}, schedule={}, devices=1, progress={"epoch": 3, "current": {"step": 7}}
+    )
     assert rundir.read_json(run.last_summary)["step"] == 7 and checkpoint.load_resume(run.last_checkpoint)

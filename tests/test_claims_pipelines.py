@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 def make(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 def _sample(src: Path, dest: Path, per_class: int) -> Path:
@@ -42,8 +43,16 @@ def miniature(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("gpu-claims")
     cifar = _sample(SHARED_DATA / "cifar10-jpeg" / "train.tar.gz", root / "cifar.tar.gz", 60)
     part = _sample(SHARED_DATA / "imagenette-224" / "train-1of2.tar", root / "part.tar", 24)
-    args = ["-f", "pipelines/gpu-claims.mk", f"OUT={root}/out", f"WORK={root}/work", f"CIFAR={cifar}",
-            f"PART={part}", "SCALE=mini", f"PY={sys.executable}"]
+    args = [
+        "-f",
+        "pipelines/gpu-claims.mk",
+        f"OUT={root}/out",
+        f"WORK={root}/work",
+        f"CIFAR={cifar}",
+        f"PART={part}",
+        "SCALE=mini",
+        f"PY={sys.executable}",
+    ]
     first = make(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     return {"out": root / "out", "work": root / "work", "args": args, "stdout": first.stdout}
@@ -72,8 +81,11 @@ def test_cifar10_lrn_table(miniature):
     assert claim["paired"] and diff["seeds"] == [0, 1]
     assert diff["values"] == pytest.approx([b - a for a, b in zip(with_lrn, without)])
     mean = sum(diff["values"]) / 2
-    assert row[4:7] == [f"{sum(with_lrn) / 2:.2%}", f"{sum(without) / 2:.2%}",
-                        f"**{mean * 100:+.2f}** ({min(diff['values']) * 100:+.2f}..{max(diff['values']) * 100:+.2f}, n=2)"]
+    assert row[4:7] == [
+        f"{sum(with_lrn) / 2:.2%}",
+        f"{sum(without) / 2:.2%}",
+        f"**{mean * 100:+.2f}** ({min(diff['values']) * 100:+.2f}..{max(diff['values']) * 100:+.2f}, n=2)",
+    ]
     for run in [work / v / f"seed{s}" for v in ("lrn", "nolrn") for s in (0, 1)]:
         config = json.loads((run / "config.json").read_text())
         assert config["model"]["lrn"] == (run.parent.name == "lrn") and config["model"]["arch"] == "cifar"
@@ -86,30 +98,49 @@ def test_imagenette_ablations_table(miniature):
     # The paper's figures (/work/shared/spec/alexnet.md): LRN -1.4 / -1.2 (3.3), overlapping pooling
     # -0.4 / -0.3 (3.4), two columns -1.7 / -1.2 (3.2), PCA colour "over 1%" top-1 (4.1), ten crops: no number
     # (4.1), five CNNs 40.7% -> 38.1% top-1 (6). One Imagenette part has 5 classes: top-1 only.
-    assert [r[:2] for r in rows] == [["no LRN (3.3)", "+1.40"], ["non-overlapping pooling (z = s = 2) (3.4)", "+0.40"],
-                                     ["one column at half width (3.2)", "+1.70"], ["no PCA lighting (4.1)", ">+1.00"],
-                                     ["ten crops against one (4.1)", "—"],
-                                     ["2 models averaged against one (6)", "-2.60 (40.7% -> 38.1%)"]]
+    assert [r[:2] for r in rows] == [
+        ["no LRN (3.3)", "+1.40"],
+        ["non-overlapping pooling (z = s = 2) (3.4)", "+0.40"],
+        ["one column at half width (3.2)", "+1.70"],
+        ["no PCA lighting (4.1)", ">+1.00"],
+        ["ten crops against one (4.1)", "—"],
+        ["2 models averaged against one (6)", "-2.60 (40.7% -> 38.1%)"],
+    ]
     assert "Top-5 error is left out: the data has 5 classes" in page and len(rows[0]) == 7
     claims = json.loads((out / "imagenette.json").read_text())["ablations"]["claims"]
     full = {s: work / "full" / f"seed{s}" for s in (0, 1)}
     for claim, variant in zip(claims, ["no-lrn", "plain-pooling", "one-column", "no-pca"]):
         diff = claim["difference"]["top1"]
         assert claim["paired"] and diff["seeds"] == [0] and claim["measure"] == "10-crop" and not claim["note"]
-        assert diff["values"] == pytest.approx([_eval(work / variant / "seed0")["top1_error"] - _eval(full[0])["top1_error"]])
-        assert claim["errors"]["top1"]["baseline"]["values"] == pytest.approx([_eval(full[s])["top1_error"] for s in (0, 1)])
+        assert diff["values"] == pytest.approx(
+            [_eval(work / variant / "seed0")["top1_error"] - _eval(full[0])["top1_error"]]
+        )
+        assert claim["errors"]["top1"]["baseline"]["values"] == pytest.approx(
+            [_eval(full[s])["top1_error"] for s in (0, 1)]
+        )
     crops, averaged = claims[4:]
     assert crops["difference"]["top1"]["values"] == pytest.approx(
-        [_eval(full[s], 10)["top1_error"] - _eval(full[s], 1)["top1_error"] for s in (0, 1)])
+        [_eval(full[s], 10)["top1_error"] - _eval(full[s], 1)["top1_error"] for s in (0, 1)]
+    )
     ensemble = json.loads((work / "ensemble" / "eval" / "val-10crop.json").read_text())
     assert ensemble["member_top1_errors"] == pytest.approx([_eval(full[s])["top1_error"] for s in (0, 1)])
     assert averaged["difference"]["top1"]["values"] == pytest.approx(
-        [ensemble["top1_error"] - _eval(full[s])["top1_error"] for s in (0, 1)])
-    flags = {v: json.loads((work / v / "seed0" / "config.json").read_text()) for v in
-             ("full", "no-lrn", "plain-pooling", "one-column", "no-pca")}
-    assert [flags[v]["model"][k] for v, k in [("full", "lrn"), ("no-lrn", "lrn"), ("full", "pooling"),
-                                              ("plain-pooling", "pooling"), ("one-column", "columns")]] == [
-        True, False, "overlapping", "plain", 1]
+        [ensemble["top1_error"] - _eval(full[s])["top1_error"] for s in (0, 1)]
+    )
+    flags = {
+        v: json.loads((work / v / "seed0" / "config.json").read_text())
+        for v in ("full", "no-lrn", "plain-pooling", "one-column", "no-pca")
+    }
+    assert [
+        flags[v]["model"][k]
+        for v, k in [
+            ("full", "lrn"),
+            ("no-lrn", "lrn"),
+            ("full", "pooling"),
+            ("plain-pooling", "pooling"),
+            ("one-column", "columns"),
+        ]
+    ] == [True, False, "overlapping", "plain", 1]
     assert (flags["full"]["train"]["lighting_std"], flags["no-pca"]["train"]["lighting_std"]) == (0.1, 0.0)
 
 
@@ -124,8 +155,16 @@ def test_the_figure1_pipeline_is_well_formed(tmp_path):
     trains = [line for line in dry.stdout.splitlines() if " -m alexctl train " in line]
     assert len(trains) == 2
     for activation, line in zip(("relu", "tanh"), sorted(trains)):
-        for flag in ("--arch cifar", "--train-crop center", "--no-flip", "--lighting-std 0", "--dropout 0",
-                     "--weight-decay 0", "--schedule constant", f"--activation {activation}"):
+        for flag in (
+            "--arch cifar",
+            "--train-crop center",
+            "--no-flip",
+            "--lighting-std 0",
+            "--dropout 0",
+            "--weight-decay 0",
+            "--schedule constant",
+            f"--activation {activation}",
+        ):
             assert flag in line, (flag, line)
     assert " --reach 0.25 " in dry.stdout and '"ReLU=' in dry.stdout and '"tanh=' in dry.stdout
 
@@ -140,6 +179,7 @@ def test_complete_runs_outlive_the_machine(miniature, tmp_path):
     again = make(*args, "imagenette")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"unpacking {out}/work.tar.gz" in again.stdout and " -m alexctl train " not in again.stdout
-    assert (fresh / "imagenette" / "no-pca" / "seed0" / "eval" / "val-10crop.json").read_bytes() == \
-        (work / "imagenette" / "no-pca" / "seed0" / "eval" / "val-10crop.json").read_bytes()
+    assert (fresh / "imagenette" / "no-pca" / "seed0" / "eval" / "val-10crop.json").read_bytes() == (
+        work / "imagenette" / "no-pca" / "seed0" / "eval" / "val-10crop.json"
+    ).read_bytes()
     assert not list(fresh.glob("*/*/*/checkpoints")) and not (fresh / "cifar10" / "data" / "train").exists()

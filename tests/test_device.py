@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alexctl import device
-from alexctl.config import ModelConfig, RuntimeOptions
+from alexctl.config import RuntimeOptions
 from alexctl.errors import UserError
 
 
@@ -37,11 +37,14 @@ def test_two_cpu_devices_and_explicit_choices():
     assert y.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"devices": "cpu,cpu,cpu"}, "give one or two"),
-    ({"devices": "gpu7"}, "device names"),
-    ({"devices": "meta"}, "cpu and cuda"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"devices": "cpu,cpu,cpu"}, "give one or two"),
+        ({"devices": "gpu7"}, "device names"),
+        ({"devices": "meta"}, "cpu and cuda"),
+    ],
+)
 def test_bad_device_lists_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
         resolve(**kwargs)
@@ -62,21 +65,6 @@ def test_torchrun_environment_is_read(monkeypatch):
     assert device.distributed_env() == (3, 4, 1)
     runtime = resolve(devices="cpu")
     assert runtime.rank == 3 and runtime.world == 4 and not runtime.leader
-
-
-def test_build_model_puts_the_net_on_the_runtime():
-    runtime = resolve(devices="cpu", channels_last="on", lrn_impl="reference", conv_form="split")
-    net = device.build_model(ModelConfig(width=0.125), 10, runtime)
-    assert net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert {m.impl for m in net.modules() if hasattr(m, "impl")} == {"reference"}
-    assert net.implementations == {"lrn": "reference", "conv": "split"}
-    again = device.build_model(ModelConfig(width=0.125), 10, resolve(devices="cpu"), net.state_dict())
-    x = torch.randn(2, 3, 224, 224)
-    net.eval(), again.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(again(x), net(x.contiguous(memory_format=torch.channels_last)), rtol=1e-4,
-                                   atol=1e-6)
-    assert device.forward_of(net, runtime) is net  # no compile, no DDP: the net itself
 
 
 def test_reductions_with_one_process_are_the_values():

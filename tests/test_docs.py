@@ -16,7 +16,7 @@ from helpers import ROOT, invoke, json_output
 
 
 def test_cli_reference_matches_help():
-    from alexctl import docgen
+    from alexctl.cli import docgen
 
     assert docgen.render(docgen.DOC.read_text()) == docgen.DOC.read_text(), "docs/cli.md is stale: run `make docs`"
 
@@ -35,8 +35,9 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for args in commands:
         invoke(*args, check=True)
-    report = json_output(invoke("status", "tour/data", "tour/runs/a", "tour/runs/b", "tour/ensemble", "--json",
-                                check=True))["directories"]
+    report = json_output(
+        invoke("status", "tour/data", "tour/runs/a", "tour/runs/b", "tour/ensemble", "--json", check=True)
+    )["directories"]
     states = {(e["path"], s["stage"]): s["state"] for e in report for s in e["stages"]}
     assert all(state == "done" for state in states.values()), states
     assert Path("tour/report/report.md").is_file()
@@ -50,14 +51,19 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
 
 
 def readme_after_the_tour(work: Path) -> None:
-    """"Using a trained model": predict, a pipe into predict, export, and evaluating on other labelled images,
+    """ "Using a trained model": predict, a pipe into predict, export, and evaluating on other labelled images,
     run as a shell runs them (PATH holding the virtualenv's alexctl), on the tour's directories."""
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```sh\n(.*?)```", text.split("## Using a trained model", 1)[1], re.S).group(1)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "ALEXCTL_PROGRESS_SECONDS": "1000",
+    }
     for line in block.strip().splitlines():
-        proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (line, proc.stderr)
     rows = (work / "tour" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 6  # a header and one image of each of the six classes

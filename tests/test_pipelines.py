@@ -15,23 +15,38 @@ import pytest
 
 from helpers import ROOT
 
-SMALL = ["SEEDS=0 1", "IMAGES=--classes 4 --per-class 12",
-         "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0"]
+SMALL = [
+    "SEEDS=0 1",
+    "IMAGES=--classes 4 --per-class 12",
+    "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0",
+]
 WORK_COMMANDS = re.compile(r" -m alexctl (demo-data|preprocess|train|eval|ensemble|report) ")
 
 
 def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 def nightly(tmp_path: Path, *args: str) -> tuple[int, str]:
     """pipelines/nightly.sh as cron runs it: no environment but a minimal PATH, another working directory."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PIPELINE": "demo.mk", "OUT": str(tmp_path / "night"),
-           "LOGS": str(tmp_path / "logs"), "ALEXCTL_PROGRESS_SECONDS": "1000"}
-    proc = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], str(ROOT / "pipelines" / "nightly.sh"),
-                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PIPELINE": "demo.mk",
+        "OUT": str(tmp_path / "night"),
+        "LOGS": str(tmp_path / "logs"),
+        "ALEXCTL_PROGRESS_SECONDS": "1000",
+    }
+    proc = subprocess.run(
+        ["env", "-i", *[f"{k}={v}" for k, v in env.items()], str(ROOT / "pipelines" / "nightly.sh"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     logs = sorted((tmp_path / "logs").glob("nightly-*.log"))
     return proc.returncode, logs[-1].read_text() if logs else ""
 
@@ -62,8 +77,12 @@ def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_pat
 @pytest.mark.slow
 def test_raising_epochs_trains_further_and_one_seed_needs_no_ensemble(tmp_path):
     out = tmp_path / "one"
-    flags = ["IMAGES=--classes 3 --per-class 8", "SEEDS=0", f"PY={sys.executable}",
-             "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0"]
+    flags = [
+        "IMAGES=--classes 3 --per-class 8",
+        "SEEDS=0",
+        f"PY={sys.executable}",
+        "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0",
+    ]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     first = make("-f", str(ROOT / "pipelines" / "demo.mk"), f"OUT={out}", *flags, cwd=elsewhere)  # not from ROOT
@@ -84,4 +103,10 @@ def test_every_pipeline_is_well_formed(tmp_path):
         assert any(" train " in c for c in commands), mk
         for c in commands:
             assert c.split(" -m alexctl ")[1].split()[0] in {
-                "demo-data", "preprocess", "train", "eval", "ensemble", "report"}, c
+                "demo-data",
+                "preprocess",
+                "train",
+                "eval",
+                "ensemble",
+                "report",
+            }, c

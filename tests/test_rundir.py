@@ -77,9 +77,11 @@ def test_readers_share_a_split_and_force_waits_for_none(tmp_path):
                 pass
     with rundir.split_readers(tmp_path, exclusive=True):
         # Another process: a reader cannot start while the split is rewritten.
-        code = ("import sys; from alexctl import rundir\n"
-                f"try:\n    rundir.split_readers({str(tmp_path)!r}).__enter__()\n"
-                "except Exception as e:\n    print(e); sys.exit(3)")
+        code = (
+            "import sys; from alexctl import rundir\n"
+            f"try:\n    rundir.split_readers({str(tmp_path)!r}).__enter__()\n"
+            "except Exception as e:\n    print(e); sys.exit(3)"
+        )
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert other.returncode == 3 and "being rewritten" in other.stdout
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from alexctl.optim import build_optimizer
 from alexctl.schedule import parse_schedule
+from alexctl.training.optim import build_optimizer
 
 
 def _run(schedule, errors):
@@ -72,8 +72,24 @@ def test_schedule_state_round_trip_resumes_exactly():
         resumed.after_epoch(5, 0.1)  # epochs must increase
 
 
-@pytest.mark.parametrize("spec", ["", "plateau:", "plateau:0", "plateau:-1", "plateau:x", "step", "step:",
-                                  "step:0,3", "step:5,3", "step:3,3", "step:1,,2", "cosine", "Constant"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "plateau:",
+        "plateau:0",
+        "plateau:-1",
+        "plateau:x",
+        "step",
+        "step:",
+        "step:0,3",
+        "step:5,3",
+        "step:3,3",
+        "step:1,,2",
+        "cosine",
+        "Constant",
+    ],
+)
 def test_bad_specs_are_rejected(spec):
     with pytest.raises(ValueError, match=f"schedule {spec!r}"):
         parse_schedule(spec, 0.01)

@@ -37,8 +37,11 @@ class _Command(TyperCommand):
         for param in self.get_params(ctx):
             record = _help_record(param, ctx)
             if record is not None:
-                panel = "Arguments" if param.param_type_name == "argument" else (
-                    getattr(param, "rich_help_panel", None) or "Options")
+                panel = (
+                    "Arguments"
+                    if param.param_type_name == "argument"
+                    else (getattr(param, "rich_help_panel", None) or "Options")
+                )
                 groups.setdefault(panel, []).append(record)
         for panel in sorted(groups, key=lambda p: PANELS.index(p) if p in PANELS else len(PANELS)):
             with formatter.section(panel):
@@ -97,8 +100,13 @@ def _report_error(e: BaseException, wants_json: bool, debug: bool) -> int:
         traceback.print_exception(e, file=sys.stderr)
     print(f"alexctl: error: {sentence}", file=sys.stderr, flush=True)
     if wants_json:
-        payload = {**getattr(e, "summary", {}), "ok": False, "exit_code": code, "error": sentence,
-                   "alexctl_version": __version__}
+        payload = {
+            **getattr(e, "summary", {}),
+            "ok": False,
+            "exit_code": code,
+            "error": sentence,
+            "alexctl_version": __version__,
+        }
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
         sys.stdout.flush()
     return code

@@ -20,14 +20,27 @@ from alexctl.rundir import TMP_MARK
 
 
 def command(
-    out_dir: Path = typer.Argument(..., metavar="DIR", help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."),
-    classes: int = typer.Option(6, "--classes", metavar="N", rich_help_panel=DATA,
-                                help=f"How many classes (shapes and textures, 2 to {demo.MAX_CLASSES}), in a fixed order."),
+    out_dir: Path = typer.Argument(
+        ..., metavar="DIR", help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."
+    ),
+    classes: int = typer.Option(
+        6,
+        "--classes",
+        metavar="N",
+        rich_help_panel=DATA,
+        help=f"How many classes (shapes and textures, 2 to {demo.MAX_CLASSES}), in a fixed order.",
+    ),
     per_class: int = typer.Option(120, "--per-class", metavar="N", rich_help_panel=DATA, help="Images per class."),
-    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=DATA, help="The same seed writes the same bytes."),
-    force: bool = typer.Option(False, "--force", rich_help_panel=OUTPUT,
-                               help="Write into a non-empty DIR, replacing what an earlier demo-data run wrote there "
-                               "(class folders, synsets.txt) and keeping anything else."),
+    seed: int = typer.Option(
+        0, "--seed", metavar="N", rich_help_panel=DATA, help="The same seed writes the same bytes."
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        rich_help_panel=OUTPUT,
+        help="Write into a non-empty DIR, replacing what an earlier demo-data run wrote there "
+        "(class folders, synsets.txt) and keeping anything else.",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Write a small labelled set of generated JPEGs (one shape or texture per class, random colours,
@@ -42,8 +55,9 @@ def command(
     if not 2 <= classes <= demo.MAX_CLASSES:
         raise UserError(f"--classes {classes} must be between 2 and {demo.MAX_CLASSES}.")
     if per_class < 1 or seed < 0:
-        raise UserError(f"--per-class {per_class} must be at least 1." if per_class < 1
-                        else f"--seed {seed} must be 0 or more.")
+        raise UserError(
+            f"--per-class {per_class} must be at least 1." if per_class < 1 else f"--seed {seed} must be 0 or more."
+        )
     _check_target(out_dir, force)
     target = out_dir.resolve()  # `demo-data .` too has a parent to stage in
     _check_writable(out_dir, target.parent)
@@ -55,11 +69,17 @@ def command(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary["out_dir"] = str(out_dir)
-    emit(summary, as_json, [
-        f"{summary['images']} images in {classes} classes ({', '.join(summary['class_names'])}), "
-        f"{summary['grayscale']} grayscale, {summary['bytes'] / 1e6:.1f} MB in {out_dir}",
-        f"  class names: {out_dir / demo.SYNSETS}",
-    ], command="demo-data", directory=out_dir)
+    emit(
+        summary,
+        as_json,
+        [
+            f"{summary['images']} images in {classes} classes ({', '.join(summary['class_names'])}), "
+            f"{summary['grayscale']} grayscale, {summary['bytes'] / 1e6:.1f} MB in {out_dir}",
+            f"  class names: {out_dir / demo.SYNSETS}",
+        ],
+        command="demo-data",
+        directory=out_dir,
+    )
 
 
 def _check_target(out_dir: Path, force: bool) -> None:

@@ -1,4 +1,4 @@
-"""`alexctl export`: parse the flags, run alexctl.export, say what was written and how to load it."""
+"""`alexctl export`: parse the flags, run alexctl.inference.export, say what was written and how to load it."""
 
 from __future__ import annotations
 
@@ -12,19 +12,38 @@ from alexctl.cli.options import DATA, JSON, MODEL, OUTPUT, emit
 
 def command(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
-    out: Path = typer.Option(..., "--out", metavar="DIR", rich_help_panel=OUTPUT, show_default=False,
-                             help="Folder to write: the model files, classes.json and (last) manifest.json."),
-    formats: str = typer.Option("all", "--format", metavar="FORMATS", rich_help_panel=OUTPUT,
-                                help="pt2: a torch.export program (torch.export.load); onnx: ONNX (needs the "
-                                "export extra: pip install 'alexctl[export]'); state-dict: the weights, class list, "
-                                "mean image and model config (torch.load). Comma-separated, or all."),
-    checkpoint: str = typer.Option("best", "--checkpoint", metavar="NAME", rich_help_panel=MODEL,
-                                   help="best, last, or a checkpoint file."),
-    crops: Literal["10", "1"] = typer.Option("10", "--crops", rich_help_panel=DATA,
-                                             help="Inside the model: 10, the paper's four corners, center and "
-                                             "reflections; 1, the center crop alone."),
-    force: bool = typer.Option(False, "--force", rich_help_panel=OUTPUT,
-                               help="Write into a non-empty --out, replacing an earlier export's files."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        metavar="DIR",
+        rich_help_panel=OUTPUT,
+        show_default=False,
+        help="Folder to write: the model files, classes.json and (last) manifest.json.",
+    ),
+    formats: str = typer.Option(
+        "all",
+        "--format",
+        metavar="FORMATS",
+        rich_help_panel=OUTPUT,
+        help="pt2: a torch.export program (torch.export.load); onnx: ONNX (needs the "
+        "export extra: pip install 'alexctl[export]'); state-dict: the weights, class list, "
+        "mean image and model config (torch.load). Comma-separated, or all.",
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", metavar="NAME", rich_help_panel=MODEL, help="best, last, or a checkpoint file."
+    ),
+    crops: Literal["10", "1"] = typer.Option(
+        "10",
+        "--crops",
+        rich_help_panel=DATA,
+        help="Inside the model: 10, the paper's four corners, center and reflections; 1, the center crop alone.",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        rich_help_panel=OUTPUT,
+        help="Write into a non-empty --out, replacing an earlier export's files.",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Write a trained network in forms other tools load without alexctl, each with the test-time
@@ -41,16 +60,22 @@ def command(
         alexctl export runs/seed0 --out models/seed0-onnx --format onnx --crops 1
         alexctl export runs/seed0 --out models/seed0 --checkpoint last --force --json
     """
-    from alexctl.export import FORMATS, export
+    from alexctl.inference.export import FORMATS, export
 
     chosen = FORMATS if formats.strip() == "all" else tuple(f.strip() for f in formats.split(",") if f.strip())
     summary = export(run_dir, out, formats=chosen, crops=int(crops), checkpoint_name=checkpoint, force=force)
-    lines = [f"{run_dir} ({Path(summary['checkpoint']).name}, epoch {summary['checkpoint_epoch']}) exported to {out}, "
-             f"{summary['crops']} crop{'s' if summary['crops'] > 1 else ''} inside, in "
-             f"{summary['seconds']:.1f} s:"]
+    lines = [
+        f"{run_dir} ({Path(summary['checkpoint']).name}, epoch {summary['checkpoint_epoch']}) exported to {out}, "
+        f"{summary['crops']} crop{'s' if summary['crops'] > 1 else ''} inside, in "
+        f"{summary['seconds']:.1f} s:"
+    ]
     for form, about in summary["forms"].items():
-        lines.append(f"  {about['file']:<14} {form:<10} {about['bytes'] / 1e6:8.1f} MB   "
-                     f"max difference {about['max_abs_difference']:.1e}   load: {about['load']}")
-    lines.append(f"  input uint8 {tuple(summary['input']['shape'])}, output float32 {tuple(summary['output']['shape'])}"
-                 f"; classes in {out / 'classes.json'}")
+        lines.append(
+            f"  {about['file']:<14} {form:<10} {about['bytes'] / 1e6:8.1f} MB   "
+            f"max difference {about['max_abs_difference']:.1e}   load: {about['load']}"
+        )
+    lines.append(
+        f"  input uint8 {tuple(summary['input']['shape'])}, output float32 {tuple(summary['output']['shape'])}"
+        f"; classes in {out / 'classes.json'}"
+    )
     emit(summary, as_json, lines, command="export", directory=out)

@@ -1,5 +1,5 @@
-"""`alexctl predict`: parse the flags, find the images (alexctl.data.images), classify them batch by batch
-(alexctl.predict.classify, the inference path of eval) and print each batch's results as it is done."""
+"""`alexctl predict`: parse the flags, find the images (alexctl.data.image_files), classify them batch by batch
+(alexctl.inference.core.classify, the inference path of eval) and print each batch's results as it is done."""
 
 from __future__ import annotations
 
@@ -22,25 +22,63 @@ Format = Literal["table", "csv", "jsonl"]
 @with_runtime("devices", "precision", "channels_last", "compile", "lrn_impl", "conv_form")
 def command(
     ctx: typer.Context,
-    sources: list[str] = typer.Argument(..., metavar="SOURCE", show_default=False,
-                                        help="Image files (JPEG, PNG, ...), folders (searched recursively), tars, "
-                                        "or - to read paths from stdin, one a line."),
-    run: Path = typer.Option(..., "--run", metavar="DIR", rich_help_panel=MODEL, show_default=False,
-                             help="A run directory written by `alexctl train`, or an ensemble directory (the "
-                             "average of its runs' probabilities, as `alexctl ensemble`)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", metavar="NAME", rich_help_panel=MODEL,
-                                   help="best, last, or a checkpoint file (an ensemble: best or last)."),
-    crops: Crops = typer.Option("10", "--crops", rich_help_panel=DATA,
-                                help="10: the paper's four corners, center and reflections; 1: the center crop alone."),
-    batch_size: int = typer.Option(64, "--batch-size", metavar="N", rich_help_panel=DATA,
-                                   help="Images per batch (each gives `crops` patches); results print per batch."),
-    top_k: int = typer.Option(5, "--top-k", metavar="N", rich_help_panel=OUTPUT,
-                              help="How many of the most probable classes to show per image."),
-    output_format: Format = typer.Option("table", "--format", rich_help_panel=OUTPUT,
-                                         help="table (for a person), csv (a header, then one row per image) or "
-                                         "jsonl (one JSON object per image), on stdout as each batch is done."),
-    workers: int = typer.Option(-1, "--workers", metavar="N", rich_help_panel=RUNTIME,
-                                help="Threads decoding and resizing the images (-1: all cores but one)."),
+    sources: list[str] = typer.Argument(
+        ...,
+        metavar="SOURCE",
+        show_default=False,
+        help="Image files (JPEG, PNG, ...), folders (searched recursively), tars, "
+        "or - to read paths from stdin, one a line.",
+    ),
+    run: Path = typer.Option(
+        ...,
+        "--run",
+        metavar="DIR",
+        rich_help_panel=MODEL,
+        show_default=False,
+        help="A run directory written by `alexctl train`, or an ensemble directory (the "
+        "average of its runs' probabilities, as `alexctl ensemble`).",
+    ),
+    checkpoint: str = typer.Option(
+        "best",
+        "--checkpoint",
+        metavar="NAME",
+        rich_help_panel=MODEL,
+        help="best, last, or a checkpoint file (an ensemble: best or last).",
+    ),
+    crops: Crops = typer.Option(
+        "10",
+        "--crops",
+        rich_help_panel=DATA,
+        help="10: the paper's four corners, center and reflections; 1: the center crop alone.",
+    ),
+    batch_size: int = typer.Option(
+        64,
+        "--batch-size",
+        metavar="N",
+        rich_help_panel=DATA,
+        help="Images per batch (each gives `crops` patches); results print per batch.",
+    ),
+    top_k: int = typer.Option(
+        5,
+        "--top-k",
+        metavar="N",
+        rich_help_panel=OUTPUT,
+        help="How many of the most probable classes to show per image.",
+    ),
+    output_format: Format = typer.Option(
+        "table",
+        "--format",
+        rich_help_panel=OUTPUT,
+        help="table (for a person), csv (a header, then one row per image) or "
+        "jsonl (one JSON object per image), on stdout as each batch is done.",
+    ),
+    workers: int = typer.Option(
+        -1,
+        "--workers",
+        metavar="N",
+        rich_help_panel=RUNTIME,
+        help="Threads decoding and resizing the images (-1: all cores but one).",
+    ),
     as_json: bool = JSON,
     **runtime,
 ) -> None:
@@ -61,14 +99,17 @@ def command(
 
     from alexctl import device
     from alexctl.console import log, no_progress, progress
-    from alexctl.data.images import ImageFiles, find
+    from alexctl.data.image_files import ImageFiles, find
     from alexctl.errors import UserError, WorkFailed
-    from alexctl.predict import classify, load_classifier, top_classes
+    from alexctl.inference.classify import classify, load_classifier, top_classes
 
     started = time.monotonic()
     if batch_size < 1 or top_k < 1:
-        raise UserError(f"--batch-size {batch_size} must be at least 1." if batch_size < 1
-                        else f"--top-k {top_k} must be at least 1.")
+        raise UserError(
+            f"--batch-size {batch_size} must be at least 1."
+            if batch_size < 1
+            else f"--top-k {top_k} must be at least 1."
+        )
     if as_json and "output_format" in given(ctx):
         raise UserError(f"--json prints one summary object on stdout; leave out --format {output_format} (or --json).")
     if sources.count("-") > 1:
@@ -76,8 +117,10 @@ def command(
     listed = _stdin_paths() if "-" in sources else []
     files, missing = find([Path(s) for s in sources if s != "-"], listed)
     if not files:
-        raise UserError("no image file found: " + (f"none of the {len(listed)} paths on stdin exists."
-                                                    if listed else "stdin listed no paths."))
+        raise UserError(
+            "no image file found: "
+            + (f"none of the {len(listed)} paths on stdin exists." if listed else "stdin listed no paths.")
+        )
     runtime = device.resolve(runtime_options(ctx.params))
     device.configure(runtime)
     classifier = load_classifier(run, checkpoint, runtime)
@@ -94,33 +137,58 @@ def command(
     batches = [np.arange(i, min(i + batch_size, len(files))) for i in range(0, len(files), batch_size)]
     show = progress if len(files) > batch_size else no_progress  # a handful of images needs no progress lines
     tick = time.monotonic()
-    with show("predict", len(files)) as bar, \
-            ImageFiles(files, size=classifier.image_size, device=runtime.primary, workers=runtime.workers,
-                       skip=lambda i, reason: (skip(files[i].name, reason), bar.advance(1))) as source:
+    with (
+        show("predict", len(files)) as bar,
+        ImageFiles(
+            files,
+            size=classifier.image_size,
+            device=runtime.primary,
+            workers=runtime.workers,
+            skip=lambda i, reason: (skip(files[i].name, reason), bar.advance(1)),
+        ) as source,
+    ):
         for indices, probs in classify(classifier, source, batches, crops=int(crops), runtime=runtime, progress=bar):
-            rows = [{"image": files[i].name, "top": [{"class": classifier.classes[c], "name": classifier.names[c],
-                                                      "probability": float(p[c])} for c in top]}
-                    for i, p, top in zip(indices, probs, top_classes(probs, k))]
+            rows = [
+                {
+                    "image": files[i].name,
+                    "top": [
+                        {"class": classifier.classes[c], "name": classifier.names[c], "probability": float(p[c])}
+                        for c in top
+                    ],
+                }
+                for i, p, top in zip(indices, probs, top_classes(probs, k))
+            ]
             if out is None:
                 results.extend(rows)
             else:
                 out.write(rows)
     seconds = time.monotonic() - tick
     predicted = len(files) - (len(skipped) - len(missing))
-    summary = {"run_dir": str(run), "checkpoints": [str(m.checkpoint) for m in classifier.members],
-               "members": len(classifier.members), "crops": int(crops), "top_k": k,
-               "images": len(files) + len(missing), "predicted": predicted, "skipped": len(skipped),
-               "skipped_files": skipped, "images_per_second": round(predicted / max(seconds, 1e-9), 2),
-               "seconds": round(time.monotonic() - started, 3)}
+    summary = {
+        "run_dir": str(run),
+        "checkpoints": [str(m.checkpoint) for m in classifier.members],
+        "members": len(classifier.members),
+        "crops": int(crops),
+        "top_k": k,
+        "images": len(files) + len(missing),
+        "predicted": predicted,
+        "skipped": len(skipped),
+        "skipped_files": skipped,
+        "images_per_second": round(predicted / max(seconds, 1e-9), 2),
+        "seconds": round(time.monotonic() - started, 3),
+    }
     if as_json:
         summary["results"] = results
     if predicted == 0:
-        raise WorkFailed(f"none of the {summary['images']} files could be read as an image (see the skipped "
-                         f"files above).", summary)
-    line = (f"{predicted} image{'s' if predicted != 1 else ''} classified by {run} ({crops} crop"
-            f"{'s' if crops != '1' else ''}, {len(classifier.members)} network"
-            f"{'s' if len(classifier.members) != 1 else ''}) in {seconds:.1f} s"
-            + (f"; {len(skipped)} skipped" if skipped else ""))
+        raise WorkFailed(
+            f"none of the {summary['images']} files could be read as an image (see the skipped files above).", summary
+        )
+    line = (
+        f"{predicted} image{'s' if predicted != 1 else ''} classified by {run} ({crops} crop"
+        f"{'s' if crops != '1' else ''}, {len(classifier.members)} network"
+        f"{'s' if len(classifier.members) != 1 else ''}) in {seconds:.1f} s"
+        + (f"; {len(skipped)} skipped" if skipped else "")
+    )
     if as_json or output_format == "table":
         emit(summary, as_json, [line], command="predict", directory=run)
     else:
@@ -165,10 +233,9 @@ class _Table:
         for row in rows:
             image = row["image"]
             if len(image) > self.image_width:  # keep the end: the file's own name
-                image = "…" + image[-(self.image_width - 1):]
+                image = "…" + image[-(self.image_width - 1) :]
             for rank, t in enumerate(row["top"], 1):
-                table.add_row(Text(image if rank == 1 else ""), str(rank), Text(t["name"]),
-                              f"{t['probability']:.2%}")
+                table.add_row(Text(image if rank == 1 else ""), str(rank), Text(t["name"]), f"{t['probability']:.2%}")
         self.console.print(table)
         self.header = False
         sys.stdout.flush()
@@ -179,13 +246,15 @@ class _Csv:
 
     def __init__(self, k: int):
         self.writer = csv.writer(sys.stdout, lineterminator="\n")
-        self.writer.writerow(["image"] + [f"{field}_{r}" for r in range(1, k + 1)
-                                          for field in ("class", "name", "probability")])
+        self.writer.writerow(
+            ["image"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("class", "name", "probability")]
+        )
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:
-            self.writer.writerow([row["image"]] + [v for t in row["top"]
-                                                   for v in (t["class"], t["name"], f"{t['probability']:.6f}")])
+            self.writer.writerow(
+                [row["image"]] + [v for t in row["top"] for v in (t["class"], t["name"], f"{t['probability']:.6f}")]
+            )
         sys.stdout.flush()
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -16,47 +16,103 @@ Split = Literal["train", "val", "test"]
 
 
 def command(
-    sources: list[Path] = typer.Argument(..., metavar="SOURCE", show_default=False,
-                                         help="One or more: ImageFolder tree, flat folder (with --labels), .tar, "
-                                         "or tar of per-class tars."),
+    sources: list[Path] = typer.Argument(
+        ...,
+        metavar="SOURCE",
+        show_default=False,
+        help="One or more: ImageFolder tree, flat folder (with --labels), .tar, or tar of per-class tars.",
+    ),
     data_dir: Path = typer.Argument(..., metavar="DATA_DIR", help="Data directory to write (shared by training runs)."),
-    split: Split = typer.Option("train", "--split", rich_help_panel=DATA,
-                                help="Which split to write; train also writes the statistics."),
-    labels: Path = typer.Option(None, "--labels", metavar="FILE", rich_help_panel=DATA, show_default=False,
-                                help="Labels for a flat folder: `name,label`, `name label`, LOC_val_solution.csv, or "
-                                "ILSVRC2012_validation_ground_truth.txt (with --devkit)."),
-    classes: Path = typer.Option(None, "--classes", metavar="FILE|RUN_DIR", rich_help_panel=DATA, show_default=False,
-                                 help="The class set and order: `wnid<TAB>name` lines (e.g. ILSVRC's 1000 synsets), "
-                                 "or a trained run (its class list), to evaluate that run on new images."),
-    names: Path = typer.Option(None, "--names", metavar="FILE", rich_help_panel=DATA, show_default=False,
-                               help="`wnid<TAB>name` lines naming the classes, without changing them."),
-    devkit: Path = typer.Option(None, "--devkit", metavar="DIR", rich_help_panel=DATA, show_default=False,
-                                help="ILSVRC2012 devkit folder (its data/meta.mat maps ILSVRC IDs to wnids)."),
-    size: int = typer.Option(_D.size, "--size", metavar="N", rich_help_panel=DATA,
-                             help="Shorter side rescaled to this, then the central square (paper: 256)."),
-    quality: int = typer.Option(_D.quality, "--quality", metavar="N", rich_help_panel=DATA,
-                                help="JPEG quality of the shard images (1-100)."),
-    shard_size: int = typer.Option(_D.shard_size, "--shard-size", metavar="N", rich_help_panel=DATA,
-                                   help="Images per shard."),
-    seed: int = typer.Option(_D.seed, "--seed", metavar="N", rich_help_panel=DATA,
-                             help="Seed of the class-mixed order across shards."),
-    holdout: float = typer.Option(_D.holdout, "--holdout", metavar="F", rich_help_panel=DATA,
-                                  help="Hold this fraction (0-0.9) of every class out of train; --split val then "
-                                  "takes exactly it."),
-    holdout_seed: int = typer.Option(_D.holdout_seed, "--holdout-seed", metavar="N", rich_help_panel=DATA,
-                                     help="Which images are held out."),
-    exact_decode: bool = typer.Option(False, "--exact-decode", rich_help_panel=DATA,
-                                      help="Decode every JPEG at full size with the accurate IDCT (slower; the "
-                                      "default's PSNR against it is >= 35 dB)."),
-    workers: int = typer.Option(0, "--workers", metavar="N", rich_help_panel=RUNTIME,
-                                help="Worker processes (0: all cores)."),
-    part: str = typer.Option(None, "--part", metavar="I/N", rich_help_panel=RUNTIME, show_default=False,
-                             help="Do a deterministic 1/N of the shards (N machines or cron jobs); the split is "
-                             "merged when its last shard is done."),
+    split: Split = typer.Option(
+        "train", "--split", rich_help_panel=DATA, help="Which split to write; train also writes the statistics."
+    ),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        metavar="FILE",
+        rich_help_panel=DATA,
+        show_default=False,
+        help="Labels for a flat folder: `name,label`, `name label`, LOC_val_solution.csv, or "
+        "ILSVRC2012_validation_ground_truth.txt (with --devkit).",
+    ),
+    classes: Path = typer.Option(
+        None,
+        "--classes",
+        metavar="FILE|RUN_DIR",
+        rich_help_panel=DATA,
+        show_default=False,
+        help="The class set and order: `wnid<TAB>name` lines (e.g. ILSVRC's 1000 synsets), "
+        "or a trained run (its class list), to evaluate that run on new images.",
+    ),
+    names: Path = typer.Option(
+        None,
+        "--names",
+        metavar="FILE",
+        rich_help_panel=DATA,
+        show_default=False,
+        help="`wnid<TAB>name` lines naming the classes, without changing them.",
+    ),
+    devkit: Path = typer.Option(
+        None,
+        "--devkit",
+        metavar="DIR",
+        rich_help_panel=DATA,
+        show_default=False,
+        help="ILSVRC2012 devkit folder (its data/meta.mat maps ILSVRC IDs to wnids).",
+    ),
+    size: int = typer.Option(
+        _D.size,
+        "--size",
+        metavar="N",
+        rich_help_panel=DATA,
+        help="Shorter side rescaled to this, then the central square (paper: 256).",
+    ),
+    quality: int = typer.Option(
+        _D.quality, "--quality", metavar="N", rich_help_panel=DATA, help="JPEG quality of the shard images (1-100)."
+    ),
+    shard_size: int = typer.Option(
+        _D.shard_size, "--shard-size", metavar="N", rich_help_panel=DATA, help="Images per shard."
+    ),
+    seed: int = typer.Option(
+        _D.seed, "--seed", metavar="N", rich_help_panel=DATA, help="Seed of the class-mixed order across shards."
+    ),
+    holdout: float = typer.Option(
+        _D.holdout,
+        "--holdout",
+        metavar="F",
+        rich_help_panel=DATA,
+        help="Hold this fraction (0-0.9) of every class out of train; --split val then takes exactly it.",
+    ),
+    holdout_seed: int = typer.Option(
+        _D.holdout_seed, "--holdout-seed", metavar="N", rich_help_panel=DATA, help="Which images are held out."
+    ),
+    exact_decode: bool = typer.Option(
+        False,
+        "--exact-decode",
+        rich_help_panel=DATA,
+        help="Decode every JPEG at full size with the accurate IDCT (slower; the "
+        "default's PSNR against it is >= 35 dB).",
+    ),
+    workers: int = typer.Option(
+        0, "--workers", metavar="N", rich_help_panel=RUNTIME, help="Worker processes (0: all cores)."
+    ),
+    part: str = typer.Option(
+        None,
+        "--part",
+        metavar="I/N",
+        rich_help_panel=RUNTIME,
+        show_default=False,
+        help="Do a deterministic 1/N of the shards (N machines or cron jobs); the split is "
+        "merged when its last shard is done.",
+    ),
     force: bool = FORCE,
-    verify: bool = typer.Option(False, "--verify", rich_help_panel=OUTPUT,
-                                help="Check a complete split's shards against their recorded SHA-256 and its index "
-                                "against the manifest, and say which shard or sample is damaged."),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        rich_help_panel=OUTPUT,
+        help="Check a complete split's shards against their recorded SHA-256 and its index "
+        "against the manifest, and say which shard or sample is damaged.",
+    ),
     strict: bool = typer.Option(False, "--strict", rich_help_panel=OUTPUT, help="Exit 1 if any file was skipped."),
     as_json: bool = JSON,
 ) -> None:
@@ -76,8 +132,15 @@ def command(
 
     if workers < 0:
         raise UserError(f"--workers {workers} must be 0 (all cores) or more.")
-    options = PreprocessOptions(size=size, quality=quality, shard_size=shard_size, seed=seed, holdout=holdout,
-                                holdout_seed=holdout_seed, fast_decode=not exact_decode)
+    options = PreprocessOptions(
+        size=size,
+        quality=quality,
+        shard_size=shard_size,
+        seed=seed,
+        holdout=holdout,
+        holdout_seed=holdout_seed,
+        fast_decode=not exact_decode,
+    )
     if verify:
         from alexctl.data.preprocess import verify as verify_split
 
@@ -85,17 +148,26 @@ def command(
         emit(result, as_json, [f"{split}: {result['detail']}"], command="preprocess", directory=data_dir)
         return
     summary = preprocess(
-        Inputs(tuple(sources), labels, classes, names, devkit), data_dir, split, options,
-        workers=workers or default_workers(), part=parse_part(part) if part else None, force=force, strict=strict,
+        Inputs(tuple(sources), labels, classes, names, devkit),
+        data_dir,
+        split,
+        options,
+        workers=workers or default_workers(),
+        part=parse_part(part) if part else None,
+        force=force,
+        strict=strict,
         progress=progress,
     )
-    state = "already complete" if summary.get("already_complete") else ("complete" if summary["complete"] else "partial")
-    lines = [f"{split}: {summary['written']} written, {len(summary['skipped'])} skipped of {summary['found']} "
-             f"found, {len(summary['shards'])} shards ({state}) in {summary['data_dir']}"]
+    state = (
+        "already complete" if summary.get("already_complete") else ("complete" if summary["complete"] else "partial")
+    )
+    lines = [
+        f"{split}: {summary['written']} written, {len(summary['skipped'])} skipped of {summary['found']} "
+        f"found, {len(summary['shards'])} shards ({state}) in {summary['data_dir']}"
+    ]
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in summary["skipped"][:20]]
     if summary["images_per_second"]:
         lines.append(f"  {summary['images_per_second']} images/s over {summary['seconds']:.1f} s")
     if summary["stats"]:
         lines.append(f"  statistics: {summary['stats']}")
     emit(summary, as_json, lines, command="preprocess", directory=data_dir)
-

@@ -1,4 +1,4 @@
-"""`alexctl report`: parse the flags, run alexctl.report, print where the page and figures are."""
+"""`alexctl report`: parse the flags, run alexctl.reporting.report, print where the page and figures are."""
 
 from __future__ import annotations
 
@@ -10,34 +10,75 @@ from alexctl.cli.options import DATA, DEVICES, JSON, OUTPUT, RUNTIME, emit
 
 
 def command(
-    run_dirs: list[str] = typer.Argument(..., metavar="[LABEL=]RUN_DIR",
-                                         help="Training runs and/or ensembles, each optionally named LABEL=RUN_DIR."),
-    out: Path = typer.Option(..., "--out", metavar="DIR", rich_help_panel=OUTPUT,
-                             help="Directory for report.md and its PNG figures (overwritten)."),
-    title: str = typer.Option("AlexNet runs", "--title", metavar="TEXT", rich_help_panel=OUTPUT,
-                              help="The page's title."),
-    reach: float = typer.Option(None, "--reach", metavar="E", rich_help_panel=OUTPUT, show_default=False,
-                                help="Figure 1: the column 'first epoch with training error <= E', and each run's "
-                                "epochs to E in a table (claims.md) and a plot (training-error.png); the paper "
-                                "uses 0.25."),
-    baseline: str = typer.Option(None, "--baseline", metavar="LABEL", rich_help_panel=OUTPUT, show_default=False,
-                                 help="Add the table of the paper's claims (claims.md, claims.json): every other "
-                                 "group of runs (runs sharing a LABEL are seeds of one group) against this group, "
-                                 "paired by seed; ten crops against one; each ensemble against its members."),
-    data: Path = typer.Option(None, "--data", metavar="DIR", rich_help_panel=DATA, show_default=False,
-                              help="Data directory (default: the one the first run trained on)."),
-    split: str = typer.Option("val", "--split", metavar="SPLIT", rich_help_panel=DATA,
-                              help="Split whose images, predictions and eval errors are shown."),
-    images: int = typer.Option(8, "--images", metavar="N", rich_help_panel=OUTPUT,
-                               help="Images in the top-5 figure (0: no figure)."),
-    neighbours: int = typer.Option(4, "--neighbours", metavar="N", rich_help_panel=OUTPUT,
-                                   help="Query images in the nearest-neighbour figure (0: no figure)."),
-    max_train: int = typer.Option(2000, "--max-train", metavar="N", rich_help_panel=OUTPUT,
-                                  help="Training images searched for neighbours, spread evenly over the split "
-                                  "(0: all of them)."),
+    run_dirs: list[str] = typer.Argument(
+        ..., metavar="[LABEL=]RUN_DIR", help="Training runs and/or ensembles, each optionally named LABEL=RUN_DIR."
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        metavar="DIR",
+        rich_help_panel=OUTPUT,
+        help="Directory for report.md and its PNG figures (overwritten).",
+    ),
+    title: str = typer.Option(
+        "AlexNet runs", "--title", metavar="TEXT", rich_help_panel=OUTPUT, help="The page's title."
+    ),
+    reach: float = typer.Option(
+        None,
+        "--reach",
+        metavar="E",
+        rich_help_panel=OUTPUT,
+        show_default=False,
+        help="Figure 1: the column 'first epoch with training error <= E', and each run's "
+        "epochs to E in a table (claims.md) and a plot (training-error.png); the paper "
+        "uses 0.25.",
+    ),
+    baseline: str = typer.Option(
+        None,
+        "--baseline",
+        metavar="LABEL",
+        rich_help_panel=OUTPUT,
+        show_default=False,
+        help="Add the table of the paper's claims (claims.md, claims.json): every other "
+        "group of runs (runs sharing a LABEL are seeds of one group) against this group, "
+        "paired by seed; ten crops against one; each ensemble against its members.",
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        metavar="DIR",
+        rich_help_panel=DATA,
+        show_default=False,
+        help="Data directory (default: the one the first run trained on).",
+    ),
+    split: str = typer.Option(
+        "val",
+        "--split",
+        metavar="SPLIT",
+        rich_help_panel=DATA,
+        help="Split whose images, predictions and eval errors are shown.",
+    ),
+    images: int = typer.Option(
+        8, "--images", metavar="N", rich_help_panel=OUTPUT, help="Images in the top-5 figure (0: no figure)."
+    ),
+    neighbours: int = typer.Option(
+        4,
+        "--neighbours",
+        metavar="N",
+        rich_help_panel=OUTPUT,
+        help="Query images in the nearest-neighbour figure (0: no figure).",
+    ),
+    max_train: int = typer.Option(
+        2000,
+        "--max-train",
+        metavar="N",
+        rich_help_panel=OUTPUT,
+        help="Training images searched for neighbours, spread evenly over the split (0: all of them).",
+    ),
     devices: str = DEVICES,
-    workers: int = typer.Option(0, "--workers", metavar="N", rich_help_panel=RUNTIME,
-                                help="Data loader processes (0: in this process)."),
+    workers: int = typer.Option(
+        0, "--workers", metavar="N", rich_help_panel=RUNTIME, help="Data loader processes (0: in this process)."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Figures of trained runs, as the paper draws them, on one Markdown page: training curves, the
@@ -55,18 +96,34 @@ def command(
     from alexctl import device
     from alexctl.config import RuntimeOptions
     from alexctl.errors import UserError
-    from alexctl.report import report
+    from alexctl.reporting.report import report
 
-    for name, value in (("--images", images), ("--neighbours", neighbours), ("--max-train", max_train),
-                        ("--workers", workers)):
+    for name, value in (
+        ("--images", images),
+        ("--neighbours", neighbours),
+        ("--max-train", max_train),
+        ("--workers", workers),
+    ):
         if value < 0:
             raise UserError(f"{name} {value} must be 0 or more.")
     if reach is not None and not 0 < reach <= 1:
         raise UserError(f"--reach {reach} must be a training error between 0 and 1.")
     runtime = device.resolve(RuntimeOptions(devices=devices, workers=workers))
-    summary = report(run_dirs, out, data_dir=data, split=split, images=images, neighbours=neighbours,
-                     max_train=max_train, title=title, reach=reach, baseline=baseline, runtime=runtime)
-    lines = [f"{summary['report']} ({summary['runs']} runs, {len(summary['figures'])} figures, "
-             f"{summary['seconds']:.1f} s)"] + [f"  {f}" for f in summary["figures"]]
+    summary = report(
+        run_dirs,
+        out,
+        data_dir=data,
+        split=split,
+        images=images,
+        neighbours=neighbours,
+        max_train=max_train,
+        title=title,
+        reach=reach,
+        baseline=baseline,
+        runtime=runtime,
+    )
+    lines = [
+        f"{summary['report']} ({summary['runs']} runs, {len(summary['figures'])} figures, {summary['seconds']:.1f} s)"
+    ] + [f"  {f}" for f in summary["figures"]]
     lines += [f"  claims: {summary['claims']}"] if "claims" in summary else []
     emit(summary, as_json, lines, command="report", directory=out)

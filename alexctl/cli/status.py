@@ -10,13 +10,25 @@ from alexctl.cli.options import JSON, OUTPUT, emit
 
 
 def command(
-    paths: list[Path] = typer.Argument(..., metavar="DIR", readable=False,  # one unreadable DIR: broken, not fatal
-                                       help="Data directories, run directories and ensembles."),
-    verify: bool = typer.Option(False, "--verify", rich_help_panel=OUTPUT,
-                                help="Also check every shard against its recorded SHA-256, the split indexes, and "
-                                "that every checkpoint loads (reads everything: slow on large data)."),
-    fail_on_error: bool = typer.Option(False, "--fail-on-error", rich_help_panel=OUTPUT,
-                                       help="Exit 1 if any stage is failed, stale, missing, broken or corrupt."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        metavar="DIR",
+        readable=False,  # one unreadable DIR: broken, not fatal
+        help="Data directories, run directories and ensembles.",
+    ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        rich_help_panel=OUTPUT,
+        help="Also check every shard against its recorded SHA-256, the split indexes, and "
+        "that every checkpoint loads (reads everything: slow on large data).",
+    ),
+    fail_on_error: bool = typer.Option(
+        False,
+        "--fail-on-error",
+        rich_help_panel=OUTPUT,
+        help="Exit 1 if any stage is failed, stale, missing, broken or corrupt.",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Which stages are done, running (pid and progress), failed (with the error), stale (a lock
@@ -30,15 +42,19 @@ def command(
         alexctl status data/ --verify --fail-on-error
     """
     from alexctl.errors import WorkFailed
-    from alexctl.status import NEEDS_ATTENTION, status
+    from alexctl.reporting.status import NEEDS_ATTENTION, status
 
     report = status(paths, verify=verify)
     lines = []
     for entry in report:
         for stage in entry["stages"]:
             lines.append(f"{entry['path']}\t{entry['kind']}\t{stage['stage']}\t{stage['state']}\t{stage['detail']}")
-    bad = [f"{e['path']} ({s['stage']}: {s['state']})" for e in report for s in e["stages"]
-           if s["state"] in NEEDS_ATTENTION]
+    bad = [
+        f"{e['path']} ({s['stage']}: {s['state']})"
+        for e in report
+        for s in e["stages"]
+        if s["state"] in NEEDS_ATTENTION
+    ]
     summary = {"directories": report, "need_attention": bad}
     if fail_on_error and bad:
         if not as_json:

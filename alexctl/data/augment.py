@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alexctl.data.image import center_origin
+from alexctl.data.transform import center_origin
 
 LIGHTING_STD = 0.1  # section 4.1: alpha_i ~ N(0, 0.1)
 FLIP_PROBABILITY = 0.5  # section 4.1: an image or its horizontal reflection
@@ -36,10 +36,18 @@ def mean_image_tensor(mean_image, device) -> torch.Tensor:
     return torch.from_numpy(np.asarray(mean_image, np.float32)).permute(2, 0, 1).contiguous().to(device)
 
 
-def train_batch(images: torch.Tensor, mean_image: torch.Tensor, *, crop: int, generator: torch.Generator,
-                lighting: Lighting | None, flip: bool = True, random_crop: bool = True,
-                memory_format: torch.memory_format = torch.contiguous_format,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def train_batch(
+    images: torch.Tensor,
+    mean_image: torch.Tensor,
+    *,
+    crop: int,
+    generator: torch.Generator,
+    lighting: Lighting | None,
+    flip: bool = True,
+    random_crop: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """A random crop, a random horizontal flip and PCA lighting for every image independently.
 
     (N, 3, S, S) uint8 -> (N, 3, crop, crop) `dtype`, mean-subtracted: the mean image is
@@ -86,14 +94,17 @@ class Lighting:
     std: float = LIGHTING_STD
 
     @staticmethod
-    def from_stats(eigenvalues, eigenvectors, *, std: float = LIGHTING_STD,
-                   device: torch.device | str | None = None) -> Lighting:
+    def from_stats(
+        eigenvalues, eigenvectors, *, std: float = LIGHTING_STD, device: torch.device | str | None = None
+    ) -> Lighting:
         """eigenvalues (3,), eigenvectors (3, 3) with columns p_i, both in 0..255 units (numpy or torch)."""
         values = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64)) / 255.0**2
         vectors = torch.as_tensor(np.asarray(eigenvectors, dtype=np.float64))
         if values.shape != (3,) or vectors.shape != (3, 3):
-            raise ValueError(f"Lighting needs 3 eigenvalues and a 3x3 eigenvector matrix, "
-                             f"got shapes {tuple(values.shape)} and {tuple(vectors.shape)}.")
+            raise ValueError(
+                f"Lighting needs 3 eigenvalues and a 3x3 eigenvector matrix, "
+                f"got shapes {tuple(values.shape)} and {tuple(vectors.shape)}."
+            )
         return Lighting(values.float().to(device), vectors.float().to(device), std)
 
     def shift(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -104,19 +115,29 @@ class Lighting:
         return 255.0 * (self.eigenvectors[None] * weights[:, None, :]).sum(-1)
 
 
-def center_crop(images: torch.Tensor, mean_image: torch.Tensor, *, crop: int,
-                memory_format: torch.memory_format = torch.contiguous_format,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def center_crop(
+    images: torch.Tensor,
+    mean_image: torch.Tensor,
+    *,
+    crop: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The validation transform: the mean-subtracted central patch, (N, 3, crop, crop) `dtype`."""
     _, size = _check(images, mean_image, crop, dtype)
     x, y = crop_positions(size, crop)[4]
-    pixels = images[:, :, y:y + crop, x:x + crop]
-    return _centered(pixels, mean_image[:, y:y + crop, x:x + crop], memory_format == torch.channels_last, dtype)
+    pixels = images[:, :, y : y + crop, x : x + crop]
+    return _centered(pixels, mean_image[:, y : y + crop, x : x + crop], memory_format == torch.channels_last, dtype)
 
 
-def ten_crop(images: torch.Tensor, mean_image: torch.Tensor, *, crop: int,
-             memory_format: torch.memory_format = torch.contiguous_format,
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def ten_crop(
+    images: torch.Tensor,
+    mean_image: torch.Tensor,
+    *,
+    crop: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The paper's ten test patches (section 4.1), (N, 10, 3, crop, crop) `dtype`, mean-subtracted.
 
     Order: top-left, top-right, bottom-left, bottom-right, center, then the same five
@@ -129,8 +150,8 @@ def ten_crop(images: torch.Tensor, mean_image: torch.Tensor, *, crop: int,
     five = crop_positions(size, crop)[:5]
     # Cut the uint8 pixels and the mean at the same places (the same numbers as subtracting
     # the S x S mean first, with a quarter of the memory traffic), then convert once.
-    pixels = torch.stack([images[:, :, y:y + crop, x:x + crop] for x, y in five], 1)  # (N, 5, 3, crop, crop)
-    means = torch.stack([mean_image[:, y:y + crop, x:x + crop] for x, y in five])  # (5, 3, crop, crop)
+    pixels = torch.stack([images[:, :, y : y + crop, x : x + crop] for x, y in five], 1)  # (N, 5, 3, crop, crop)
+    means = torch.stack([mean_image[:, y : y + crop, x : x + crop] for x, y in five])  # (5, 3, crop, crop)
     pixels, means = torch.cat([pixels, pixels.flip(-1)], 1), torch.cat([means, means.flip(-1)])
     return _centered(pixels, means, memory_format == torch.channels_last, dtype)
 
@@ -160,8 +181,9 @@ def _draws(n: int, size: int, crop: int, generator: torch.Generator, lighting: L
     return xs, ys, flips, shift
 
 
-def _device_pass(images, mean_image, xs, ys, flips, shift, crop: int, channels_last: bool,
-                 dtype: torch.dtype) -> torch.Tensor:
+def _device_pass(
+    images, mean_image, xs, ys, flips, shift, crop: int, channels_last: bool, dtype: torch.dtype
+) -> torch.Tensor:
     """train_batch off the CPU: the draws moved to the device in two small copies, then one (compiled) gather."""
     device = images.device
     rows, cols = _rows_cols(xs, ys, flips, crop)
@@ -172,7 +194,9 @@ def _device_pass(images, mean_image, xs, ys, flips, shift, crop: int, channels_l
         return _device_gather()(*args)
     except torch._dynamo.exc.TorchDynamoException as e:  # the compiler failed: same numbers, a few more kernels
         global _compiled
-        warnings.warn(f"alexctl: compiling the augmentation gather failed ({type(e).__name__}); running it eagerly.")
+        warnings.warn(
+            f"alexctl: compiling the augmentation gather failed ({type(e).__name__}); running it eagerly.", stacklevel=2
+        )
         _compiled = _gather
         return _gather(*args)
 
@@ -216,8 +240,9 @@ def _device_gather():
 _compiled = None
 
 
-def _crop_each(images, mean_image, xs, ys, flips, shift, crop: int, channels_last: bool,
-               dtype: torch.dtype) -> torch.Tensor:
+def _crop_each(
+    images, mean_image, xs, ys, flips, shift, crop: int, channels_last: bool, dtype: torch.dtype
+) -> torch.Tensor:
     """train_batch on the CPU: the numbers of _gather (bit for bit), one slice per image."""
     n, size = images.shape[0], images.shape[-1]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -225,10 +250,10 @@ def _crop_each(images, mean_image, xs, ys, flips, shift, crop: int, channels_las
     # A reflected crop of the mean at x is a plain crop of the reflected mean at size - crop - x.
     mirrored = mean_image.flip(-1)
     for i, (x, y, flip) in enumerate(zip(xs.tolist(), ys.tolist(), flips.tolist())):
-        pixels = images[i, :, y:y + crop, x:x + crop]
+        pixels = images[i, :, y : y + crop, x : x + crop]
         if flip:
             pixels, x = pixels.flip(-1), size - crop - x  # a uint8 copy
-        mean = (mirrored if flip else mean_image)[:, y:y + crop, x:x + crop]
+        mean = (mirrored if flip else mean_image)[:, y : y + crop, x : x + crop]
         if shift is not None:
             mean = mean - shift[i, :, None, None]
         torch.sub(pixels, mean, out=out[i])  # uint8 - float32 is computed in float32, then rounded to dtype
@@ -245,12 +270,15 @@ def _centered(pixels: torch.Tensor, mean: torch.Tensor, channels_last: bool, dty
 
 def _check(images: torch.Tensor, mean_image: torch.Tensor, crop: int, dtype: torch.dtype) -> tuple[int, int]:
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-        raise ValueError(f"Expected square uint8 images of shape (N, 3, S, S), "
-                         f"got {images.dtype} {tuple(images.shape)}.")
+        raise ValueError(
+            f"Expected square uint8 images of shape (N, 3, S, S), got {images.dtype} {tuple(images.shape)}."
+        )
     n, _, size, _ = images.shape
     if mean_image.shape != (3, size, size) or mean_image.dtype != torch.float32 or mean_image.device != images.device:
-        raise ValueError(f"Expected a float32 mean image of shape (3, {size}, {size}) on {images.device}, "
-                         f"got {mean_image.dtype} {tuple(mean_image.shape)} on {mean_image.device}.")
+        raise ValueError(
+            f"Expected a float32 mean image of shape (3, {size}, {size}) on {images.device}, "
+            f"got {mean_image.dtype} {tuple(mean_image.shape)} on {mean_image.device}."
+        )
     if not 0 < crop <= size:
         raise ValueError(f"Crop size {crop} does not fit in {size} x {size} images.")
     if not dtype.is_floating_point:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -48,8 +48,17 @@ def make_demo_dataset(out_dir: Path, *, classes: int = 6, per_class: int = 120, 
             total_bytes += len(data)
     names = [_KINDS[c][1] for c in range(classes)]
     (out_dir / SYNSETS).write_text("".join(f"{f}\t{n}\n" for f, n in zip(folders, names)), encoding="utf-8")
-    return {"out_dir": str(out_dir), "images": classes * per_class, "classes": classes, "per_class": per_class,
-            "seed": seed, "class_names": folders, "names": names, "grayscale": grayscale, "bytes": total_bytes}
+    return {
+        "out_dir": str(out_dir),
+        "images": classes * per_class,
+        "classes": classes,
+        "per_class": per_class,
+        "seed": seed,
+        "class_names": folders,
+        "names": names,
+        "grayscale": grayscale,
+        "bytes": total_bytes,
+    }
 
 
 def class_folders(classes: int = 0) -> list[str]:
@@ -76,8 +85,9 @@ def _image(draw_pattern: Callable, rng: np.random.Generator, i: int) -> tuple[by
     img, bg = _background(rng, w, h, s)
     # Centred within 0.06 s of the middle, reaching at most ~0.45 s from it (r <= 0.3 s, corners at
     # 1.3 r): inside the central s x s square that preprocess keeps, and mostly inside any 224/256 crop.
-    place = _Place(w / 2 + rng.uniform(-0.06, 0.06) * s, h / 2 + rng.uniform(-0.06, 0.06) * s,
-                   rng.uniform(0.2, 0.3) * s, s)
+    place = _Place(
+        w / 2 + rng.uniform(-0.06, 0.06) * s, h / 2 + rng.uniform(-0.06, 0.06) * s, rng.uniform(0.2, 0.3) * s, s
+    )
     fg = _colour(rng, away_from=bg)
     draw_pattern(img, place, rng, fg, _colour(rng, away_from=fg))
     amplitude = int(rng.integers(4, 13))  # sensor noise; uniform integers: 5x faster than normal floats
@@ -146,8 +156,10 @@ def _polygon(img, p: _Place, angle: float, fg, corners) -> None:
 
 
 def _star_points(n: int, outer: float, inner: float):
-    return [(rad * math.cos(k * math.pi / n - math.pi / 2), rad * math.sin(k * math.pi / n - math.pi / 2))
-            for k, rad in zip(range(2 * n), [outer, inner] * n)]
+    return [
+        (rad * math.cos(k * math.pi / n - math.pi / 2), rad * math.sin(k * math.pi / n - math.pi / 2))
+        for k, rad in zip(range(2 * n), [outer, inner] * n)
+    ]
 
 
 def _circle(img, p, rng, fg, fg2):
@@ -169,8 +181,20 @@ def _star(img, p, rng, fg, fg2):
 
 def _cross(img, p, rng, fg, fg2):
     t, a = 0.35, 1.2  # half-width and half-length of the arms
-    corners = [(t, a), (t, t), (a, t), (a, -t), (t, -t), (t, -a),
-               (-t, -a), (-t, -t), (-a, -t), (-a, t), (-t, t), (-t, a)]
+    corners = [
+        (t, a),
+        (t, t),
+        (a, t),
+        (a, -t),
+        (t, -t),
+        (t, -a),
+        (-t, -a),
+        (-t, -t),
+        (-a, -t),
+        (-a, t),
+        (-t, t),
+        (-t, a),
+    ]
     _polygon(img, p, rng.uniform(0, math.pi / 2), fg, corners)
 
 

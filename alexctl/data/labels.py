@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexctl import rundir
 from alexctl.errors import UserError
 
 
@@ -100,8 +101,6 @@ def read_class_file(path: Path) -> ClassList:
 
 
 def _class_list_of_folder(folder: Path) -> ClassList:
-    from alexctl import rundir
-
     data, run = rundir.DataDir(folder), rundir.RunDir(folder)
     if data.classes.exists():
         return ClassList.from_json(rundir.read_json(data.classes, "class list"))
@@ -111,8 +110,10 @@ def _class_list_of_folder(folder: Path) -> ClassList:
             wnids = tuple(recorded.get("classes") or ())
             if wnids:
                 return ClassList(wnids, tuple(recorded.get("class_names") or wnids))
-    raise UserError(f"--classes {folder} is a folder but neither a data directory (no classes.json) nor a trained "
-                    "run (no checkpoint with a class list).")
+    raise UserError(
+        f"--classes {folder} is a folder but neither a data directory (no classes.json) nor a trained "
+        "run (no checkpoint with a class list)."
+    )
 
 
 def read_names(path: Path) -> dict[str, str]:
@@ -152,8 +153,10 @@ def read_label_file(path: Path, devkit: Path | None = None) -> dict[str, str]:
 def _add(labels: dict[str, str], lines_of: dict[str, int], stem: str, label: str, path: Path, number: int) -> None:
     """One image's label; the same image listed again with another label is refused (which one is right?)."""
     if stem in labels and labels[stem] != label:
-        raise UserError(f"label file {path} gives {stem!r} two labels: {labels[stem]!r} on line {lines_of[stem]} and "
-                        f"{label!r} on line {number}.")
+        raise UserError(
+            f"label file {path} gives {stem!r} two labels: {labels[stem]!r} on line {lines_of[stem]} and "
+            f"{label!r} on line {number}."
+        )
     labels.setdefault(stem, label)
     lines_of.setdefault(stem, number)
 
@@ -179,7 +182,9 @@ def _ground_truth_txt(path: Path, lines: list[str], devkit: Path | None) -> dict
     for i, line in enumerate(lines, 1):
         ilsvrc_id = int(line)
         if ilsvrc_id not in id_to_wnid:
-            raise UserError(f"label file {path} line {i} has ILSVRC2012_ID {ilsvrc_id}, which {devkit} does not define.")
+            raise UserError(
+                f"label file {path} line {i} has ILSVRC2012_ID {ilsvrc_id}, which {devkit} does not define."
+            )
         labels[f"ILSVRC2012_val_{i:08d}"] = id_to_wnid[ilsvrc_id]
     return labels
 
@@ -207,9 +212,10 @@ def _read_text(path: Path, what: str, encoding: str) -> str:
     except OSError as e:
         raise UserError(f"{what} {path} cannot be read: {e.strerror or e}.") from None
     except UnicodeDecodeError as e:
-        line = e.object[:e.start].count(b"\n") + 1
-        raise UserError(f"{what} {path} is not UTF-8 text (line {line} holds the byte 0x{e.object[e.start]:02x}); "
-                        "save it as UTF-8.") from None
+        line = e.object[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{what} {path} is not UTF-8 text (line {line} holds the byte 0x{e.object[e.start]:02x}); save it as UTF-8."
+        ) from None
 
 
 def _stem(name: str) -> str:

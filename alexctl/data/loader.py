@@ -8,11 +8,8 @@ once per epoch whatever the number of loader workers and ranks, and an epoch res
 step s simply starts at batch s.
 
 Where the images live while a command runs (read from disk per batch, held as JPEGs in
-memory, or decoded once onto the device) is alexctl.data.resident's `open_source`, also
-importable from here. `batch_loader` is its "disk" path: decoding (JPEG -> uint8
-(N, 3, S, S)) happens in DataLoader worker processes with libjpeg-turbo, or on the GPU
-with nvJPEG (`decode="gpu"`); augmentation then runs on the training device
-(alexctl.data.augment).
+memory, or decoded once onto the device) is alexctl.data.resident's `open_source`, which
+builds on this module.
 """
 
 from __future__ import annotations
@@ -22,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
-import torch
 
 from alexctl import rundir
 from alexctl.data.labels import ClassList
 from alexctl.data.ranges import read_range, read_range_into
+from alexctl.data.shards import index_problems, read_index, size_problems
 from alexctl.errors import UserError
 
 
@@ -79,12 +76,15 @@ class Split:
         try:
             decoded = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
         except ValueError as e:
-            raise UserError(f"Cannot decode {self.describe(i)} ({e}); the shard is damaged: "
-                            f"run `alexctl preprocess` again.") from None
+            raise UserError(
+                f"Cannot decode {self.describe(i)} ({e}); the shard is damaged: run `alexctl preprocess` again."
+            ) from None
         if decoded.shape != out.shape:
-            raise UserError(f"{self.describe(i)} is {decoded.shape[1]}x{decoded.shape[0]} pixels, not "
-                            f"{out.shape[1]}x{out.shape[0]} as the split's manifest says; "
-                            f"run `alexctl preprocess` again.")
+            raise UserError(
+                f"{self.describe(i)} is {decoded.shape[1]}x{decoded.shape[0]} pixels, not "
+                f"{out.shape[1]}x{out.shape[0]} as the split's manifest says; "
+                f"run `alexctl preprocess` again."
+            )
 
 
 def load_split(data_dir: Path, split: str) -> Split:
@@ -94,8 +94,10 @@ def load_split(data_dir: Path, split: str) -> Split:
     data = rundir.DataDir(Path(data_dir))
     split_dir = data.split(split)
     if not split_dir.manifest.exists():
-        raise UserError(f"{split_dir.root} is not a complete {split} split (no manifest.json): "
-                        f"run `alexctl preprocess SOURCE {data_dir} --split {split}` first.")
+        raise UserError(
+            f"{split_dir.root} is not a complete {split} split (no manifest.json): "
+            f"run `alexctl preprocess SOURCE {data_dir} --split {split}` first."
+        )
     manifest = rundir.read_json(split_dir.manifest, "manifest")
     if not isinstance(manifest, dict) or manifest.get("kind") != "data-split":
         raise UserError(f"{split_dir.manifest} is not the manifest of a split written by `alexctl preprocess`.")
@@ -126,15 +128,15 @@ def _check_classes(manifest: dict, classes: ClassList, data: rundir.DataDir, spl
     recorded = manifest.get("class_wnids")  # older manifests record the number of classes only
     if manifest["classes"] != len(classes) or (recorded is not None and tuple(recorded) != classes.wnids):
         order = " in another order" if manifest["classes"] == len(classes) else ""
-        raise UserError(f"{data.root}: the {split} split has {manifest['classes']} classes{order} but "
-                        f"{data.classes} lists {len(classes)}: it was preprocessed for another class list; {redo}.")
+        raise UserError(
+            f"{data.root}: the {split} split has {manifest['classes']} classes{order} but "
+            f"{data.classes} lists {len(classes)}: it was preprocessed for another class list; {redo}."
+        )
 
 
 def _checked_index(split_dir: rundir.SplitDir, manifest: dict) -> dict[str, np.ndarray]:
     """index.npz, after checking it (its recorded SHA-256, or for older manifests its lengths and ranges)
     and the shards' sizes against the manifest: cheap, no shard is read. A ValueError says what is wrong."""
-    from alexctl.data.shards import index_problems, read_index, size_problems
-
     problems = size_problems(split_dir.root, manifest)
     if problems:
         raise ValueError(problems[0])
@@ -157,67 +159,9 @@ def _sentence(e: Exception) -> str:
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
     """The global batches of one epoch: a permutation seeded by (seed, epoch), cut in order; the last may be short."""
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def rank_part(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
     """This rank's share of a global batch (every world-th sample)."""
     return batch[rank::world]
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Item b is batch b: (images, labels, indices); images decoded here unless decode == "gpu".
-
-    errors_as_values: a UserError is returned as the item rather than raised, so that the
-    reader gets its one sentence back from a worker process instead of a wrapped traceback.
-    """
-
-    def __init__(self, split: Split, batches: list[np.ndarray], decode: str, errors_as_values: bool = False):
-        self.split, self.batches, self.decode, self.errors_as_values = split, batches, decode, errors_as_values
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int):
-        try:
-            return self._batch(b)
-        except UserError as e:
-            if self.errors_as_values:
-                return e
-            raise
-
-    def _batch(self, b: int):
-        indices = self.batches[b]
-        labels = torch.from_numpy(self.split.labels[indices])
-        datas = [self.split.read(i) for i in indices]
-        if self.decode == "gpu":
-            return [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], labels, torch.from_numpy(indices)
-        size = self.split.image_size
-        out = np.empty((len(indices), size, size, 3), np.uint8)
-        for k, (i, data) in enumerate(zip(indices, datas)):
-            self.split.decode_into(i, data, out[k])
-        # (N, S, S, 3) in memory, seen as (N, 3, S, S): channels-last, no copy.
-        return torch.from_numpy(out).permute(0, 3, 1, 2), labels, torch.from_numpy(indices)
-
-
-def batch_loader(split: Split, batches: list[np.ndarray], *, workers: int, decode: str = "cpu",
-                 pin_memory: bool = False, prefetch: int = 4):
-    """An iterable of (images uint8 (n, 3, S, S) or a list of JPEG byte tensors, labels, indices), in order."""
-    return _loader(_Batches(split, batches, decode), workers=workers, pin_memory=pin_memory and decode == "cpu",
-                   prefetch=prefetch)
-
-
-def _loader(dataset: _Batches, *, workers: int, pin_memory: bool, prefetch: int = 4):
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=prefetch if workers > 0 else None, persistent_workers=False,
-    )
-
-
-def __getattr__(name: str):
-    # open_source and its types live in resident.py, which builds on this module (imported lazily: no cycle).
-    if name in ("RESIDENCIES", "BatchSource", "open_source"):
-        from alexctl.data import resident
-
-        return getattr(resident, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

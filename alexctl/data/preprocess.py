@@ -33,7 +33,6 @@ from alexctl.errors import UserError, WorkFailed
 from alexctl.stop import StopSignals
 
 
-
 @dataclass(frozen=True)
 class Inputs:
     """What to read, besides the options: the sources and the optional label and class files."""
@@ -45,9 +44,18 @@ class Inputs:
     devkit: Path | None = None
 
 
-def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOptions, *, workers: int,
-               part: tuple[int, int] | None = None, force: bool = False, strict: bool = False,
-               progress: ProgressFactory = no_progress) -> dict:
+def preprocess(
+    inputs: Inputs,
+    data_dir: Path,
+    split: str,
+    options: PreprocessOptions,
+    *,
+    workers: int,
+    part: tuple[int, int] | None = None,
+    force: bool = False,
+    strict: bool = False,
+    progress: ProgressFactory = no_progress,
+) -> dict:
     """Prepare `split` of `data_dir`; returns the summary that `--json` prints.
 
     Any failure (a stop signal, a full disk, --strict with skipped files, a bug) is recorded in the
@@ -65,27 +73,33 @@ def preprocess(inputs: Inputs, data_dir: Path, split: str, options: PreprocessOp
     plan, classes = _make_plan(inputs, data, split, options)  # bad input is refused here, before any change
     rundir.check_writable(split_dir.root, "DATA_DIR")
     lock_path = split_dir.lock if part is None else split_dir.root / f".lock-part-{part[0]}-of-{part[1]}"
-    with rundir.DirectoryLock(lock_path, f"preprocess --split {split}") as lock, \
-            (rundir.split_readers(split_dir.root, exclusive=True) if force else nullcontext()):
+    with (
+        rundir.DirectoryLock(lock_path, f"preprocess --split {split}") as lock,
+        rundir.split_readers(split_dir.root, exclusive=True) if force else nullcontext(),
+    ):
         if split_dir.manifest.exists() and not force:  # finished by another process meanwhile
             return _already_done(split_dir, request, started)
         with rundir.failures_recorded(split_dir.failed, "preprocess"), StopSignals() as stop:
             if force:
                 _clear(data, split)
             rundir.clear_failure(split_dir.failed)
-            summary = _prepare(split_dir, data, split, plan, classes, options, request, part, workers, progress,
-                               lock, stop, started)
+            summary = _prepare(
+                split_dir, data, split, plan, classes, options, request, part, workers, progress, lock, stop, started
+            )
             if strict and summary["skipped"]:
                 first = summary["skipped"][0]
                 split_dir.manifest.unlink(missing_ok=True)
-                raise WorkFailed(f"{len(summary['skipped'])} of {summary['found']} images could not be used "
-                                 f"(first: {first['path']}: {first['reason']}), and --strict was given.",
-                                 summary=summary)
+                raise WorkFailed(
+                    f"{len(summary['skipped'])} of {summary['found']} images could not be used "
+                    f"(first: {first['path']}: {first['reason']}), and --strict was given.",
+                    summary=summary,
+                )
         return summary
 
 
-def _prepare(split_dir, data, split, plan, classes, options, request, part, workers, progress, lock, stop,
-             started) -> dict:
+def _prepare(
+    split_dir, data, split, plan, classes, options, request, part, workers, progress, lock, stop, started
+) -> dict:
     """Write this invocation's shards, then, when every shard of the split is done, merge it."""
     mine = [i for i in range(len(plan.shards)) if part is None or i % part[1] == part[0]]
     todo = [i for i in mine if not _shard_done(split_dir, i, plan.digest)]
@@ -115,13 +129,17 @@ def verify(data_dir: Path, split: str) -> dict:
     problems = shard_ops.verify_split(split_dir.root, manifest)
     summary = {"split": split, "data_dir": str(data_dir), "shards": len(manifest["shards"]), "problems": problems}
     if problems:
-        message = (f"{len(problems)} problem(s) in {split_dir.root}: {'; '.join(problems[:3])}; "
-                   "preprocess it again with --force.")
+        message = (
+            f"{len(problems)} problem(s) in {split_dir.root}: {'; '.join(problems[:3])}; "
+            "preprocess it again with --force."
+        )
         rundir.record_failure(split_dir.failed, "preprocess --verify", message)
         raise WorkFailed(message, summary=summary)
     rundir.clear_failure(split_dir.failed)  # an earlier --verify's record: the split is whole again
-    return {**summary, "detail": f"{len(manifest['shards'])} shards and the index match the manifest "
-                                 f"({manifest['written']} images)"}
+    return {
+        **summary,
+        "detail": f"{len(manifest['shards'])} shards and the index match the manifest ({manifest['written']} images)",
+    }
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -161,12 +179,16 @@ def _labels(items: list[Item], inputs: Inputs) -> list[str]:
         table = read_label_file(inputs.labels, inputs.devkit)
         missing = [it.relpath for it in items if image_stem(it.name) not in table]
         if missing:
-            raise UserError(f"{len(missing)} images in {_names(inputs)} have no line in --labels {inputs.labels} "
-                            f"(first: {printable(missing[0])}).")
+            raise UserError(
+                f"{len(missing)} images in {_names(inputs)} have no line in --labels {inputs.labels} "
+                f"(first: {printable(missing[0])})."
+            )
         unused = sorted(set(table) - {image_stem(it.name) for it in items})
         if unused:
-            log(f"--labels {inputs.labels} lists {len(unused)} images that {_names(inputs)} does not hold "
-                f"(labelled, but not found; first: {printable(unused[0])}); they are ignored.")
+            log(
+                f"--labels {inputs.labels} lists {len(unused)} images that {_names(inputs)} does not hold "
+                f"(labelled, but not found; first: {printable(unused[0])}); they are ignored."
+            )
         return [table[image_stem(it.name)] for it in items]
     flat = [it.relpath for it in items if it.folder is None]
     if flat:
@@ -215,8 +237,10 @@ def _check_disjoint_from_train(data: rundir.DataDir, request: dict) -> None:
     asked = {k: request["options"][k] for k in ("holdout", "holdout_seed")}
     same_source = sorted(train["source"]) == sorted(request["source"])
     if same_source and held["holdout"] == 0 and asked["holdout"] == 0:
-        raise UserError(f"the train split of {data.root} was made from this same SOURCE; a val split from it needs "
-                        "--holdout on both splits, or it would be the training images themselves.")
+        raise UserError(
+            f"the train split of {data.root} was made from this same SOURCE; a val split from it needs "
+            "--holdout on both splits, or it would be the training images themselves."
+        )
     if same_source and held != asked:
         raise UserError(
             f"the train split of {data.root} holds out {held['holdout']} of each class (--holdout-seed "
@@ -224,8 +248,10 @@ def _check_disjoint_from_train(data: rundir.DataDir, request: dict) -> None:
             "or its images would overlap the training images."
         )
     if not same_source and asked["holdout"] > 0 and held["holdout"] > 0:
-        raise UserError(f"--holdout takes the val split from the train split's SOURCE ({', '.join(train['source'])}); "
-                        "this SOURCE is another one.")
+        raise UserError(
+            f"--holdout takes the val split from the train split's SOURCE ({', '.join(train['source'])}); "
+            "this SOURCE is another one."
+        )
 
 
 def _hold_out(images: list, fraction: float, seed: int, keep: str) -> list:
@@ -257,8 +283,9 @@ def _shard_done(split_dir: rundir.SplitDir, i: int, digest: str) -> bool:
 def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, bar, lock, stop) -> None:
     tasks, remaining = [], {}
     for i in todo:
-        shard_tasks = shard_ops.chunk_tasks(plan, i, classes.wnids, options.size, options.quality,
-                                            options.fast_decode, with_stats)
+        shard_tasks = shard_ops.chunk_tasks(
+            plan, i, classes.wnids, options.size, options.quality, options.fast_decode, with_stats
+        )
         tasks += shard_tasks
         remaining[i] = len(shard_tasks)
     pending: list = []
@@ -276,15 +303,18 @@ def _write_shards(split_dir, plan, todo, classes, options, with_stats, workers, 
             pending = []
             written += 1
             lock.update(shards_written=written, shards_to_write=len(todo))  # for `alexctl status`
-        stop.check(f"after {written} of {len(todo)} shards; every finished shard is kept: run the same command "
-                   "again to finish.")
+        stop.check(
+            f"after {written} of {len(todo)} shards; every finished shard is kept: run the same command "
+            "again to finish."
+        )
 
 
 # ---------------------------------------------------------------- merging and summaries
 
 
-def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars: dict, request: dict,
-           summary: dict) -> None:
+def _merge(
+    data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars: dict, request: dict, summary: dict
+) -> None:
     split_dir = data.split(split)
     sidecars = [sidecars[i] for i in range(len(plan.shards))]
     rundir.save_npz(
@@ -322,8 +352,10 @@ def _merge(data: rundir.DataDir, split: str, plan, classes: ClassList, sidecars:
         "classes": len(classes),
         "class_wnids": list(classes.wnids),  # what the labels index: a reader checks classes.json against it
         "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
-        "shards": [{"path": split_dir.shard(i).name, "samples": int(len(s["keys"])), "bytes": int(s["tar_bytes"]),
-                    "sha256": h} for i, (s, h) in enumerate(zip(sidecars, shard_hashes))],
+        "shards": [
+            {"path": split_dir.shard(i).name, "samples": int(len(s["keys"])), "bytes": int(s["tar_bytes"]), "sha256": h}
+            for i, (s, h) in enumerate(zip(sidecars, shard_hashes))
+        ],
         "index": split_dir.index.name,
         "index_bytes": split_dir.index.stat().st_size,
         "index_sha256": rundir.file_sha256(split_dir.index),
@@ -361,8 +393,7 @@ def _already_done(split_dir: rundir.SplitDir, request: dict, started: float) -> 
     changed = [k for k in request if manifest.get(k) != request[k]]
     if changed:
         detail = "; ".join(f"{k}: {manifest.get(k)} -> {request[k]}" for k in changed)
-        raise UserError(f"{split_dir.root} was made from other input or options ({detail}); "
-                        "pass --force to redo it.")
+        raise UserError(f"{split_dir.root} was made from other input or options ({detail}); pass --force to redo it.")
     return {
         "split": manifest["split"],
         "data_dir": str(split_dir.root.parent),

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from alexctl import rundir
-from alexctl.data.loader import Split, _Batches, _loader
+from alexctl.data.loader import Split
 from alexctl.errors import UserError
 
 RESIDENCIES = ("auto", "disk", "jpeg", "decoded")
@@ -52,8 +52,15 @@ DECODE_CHUNK = 1024  # images decoded per step when decoding a split once (host 
 Batch = tuple[torch.Tensor, torch.Tensor, np.ndarray]
 
 
-def open_source(split: Split, *, device: torch.device | str, residency: str = "auto", workers: int = 0,
-                decode: str = "cpu", memory_budget: int | None = None) -> BatchSource:
+def open_source(
+    split: Split,
+    *,
+    device: torch.device | str,
+    residency: str = "auto",
+    workers: int = 0,
+    decode: str = "cpu",
+    memory_budget: int | None = None,
+) -> BatchSource:
     """The split's batches on `device`, held as `residency` says (see the module docstring).
 
     workers: decoders at once: DataLoader worker processes for disk (0: decode in this
@@ -70,37 +77,47 @@ def open_source(split: Split, *, device: torch.device | str, residency: str = "a
         raise UserError(f"Decoder {decode!r} is not one of {', '.join(DECODERS)}.")
     if decode == "gpu" and device.type != "cuda":
         raise UserError(f"Decoding on the GPU (nvJPEG) needs a CUDA device, not {device}.")
-    chosen, reason = choose_residency(split, device, residency=residency, workers=workers, decode=decode,
-                                      memory_budget=memory_budget)
+    chosen, reason = choose_residency(
+        split, device, residency=residency, workers=workers, decode=decode, memory_budget=memory_budget
+    )
     kind = {"decoded": _DecodedSource, "jpeg": _JpegSource, "disk": _DiskSource}[chosen]
     return kind(split, device, reason, workers, decode)
 
 
-def choose_residency(split: Split, device: torch.device, *, residency: str, workers: int, decode: str,
-                     memory_budget: int | None) -> tuple[str, str]:
+def choose_residency(
+    split: Split, device: torch.device, *, residency: str, workers: int, decode: str, memory_budget: int | None
+) -> tuple[str, str]:
     """(residency, reason): "auto" resolved by the sizes of the split against the budgets."""
     n, size = len(split), split.image_size
     decoded, encoded = n * 3 * size * size, int(split.size.sum())
     how = {
         "decoded": f"decoded once by {_decoder(decode, 'decoded', workers, device)} into one uint8 tensor on {device}",
         "jpeg": f"held in {'pinned ' if device.type == 'cuda' else ''}host memory and decoded per batch by "
-                f"{_decoder(decode, 'jpeg', workers, device)}",
+        f"{_decoder(decode, 'jpeg', workers, device)}",
         "disk": f"read from the shards per batch and decoded by {_decoder(decode, 'disk', workers, device)}",
     }
     if residency != "auto":
-        return residency, f"{residency}, as asked: the {n:,} images ({_gb(encoded)} as JPEG, {_gb(decoded)} decoded) " \
-                          f"are {how[residency]}."
+        return (
+            residency,
+            f"{residency}, as asked: the {n:,} images ({_gb(encoded)} as JPEG, {_gb(decoded)} decoded) "
+            f"are {how[residency]}.",
+        )
     device_budget, device_note, host_budget, host_note = _budgets(device, memory_budget)
     if decoded <= device_budget:
-        return "decoded", (f"decoded: the {n:,} images take {_gb(decoded)} decoded, within the {_gb(device_budget)} "
-                           f"budget ({device_note}), so they are {how['decoded']}.")
-    over = (f"decoded the {n:,} images would take {_gb(decoded)}, over the {_gb(device_budget)} budget "
-            f"({device_note})")
+        return "decoded", (
+            f"decoded: the {n:,} images take {_gb(decoded)} decoded, within the {_gb(device_budget)} "
+            f"budget ({device_note}), so they are {how['decoded']}."
+        )
+    over = f"decoded the {n:,} images would take {_gb(decoded)}, over the {_gb(device_budget)} budget ({device_note})"
     if encoded <= host_budget:
-        return "jpeg", (f"jpeg: {over}; as JPEG they take {_gb(encoded)}, within {_gb(host_budget)} ({host_note}), "
-                        f"so they are {how['jpeg']}.")
-    return "disk", (f"disk: {over}, and as JPEG they take {_gb(encoded)}, over {_gb(host_budget)} ({host_note}), "
-                    f"so they are {how['disk']}.")
+        return "jpeg", (
+            f"jpeg: {over}; as JPEG they take {_gb(encoded)}, within {_gb(host_budget)} ({host_note}), "
+            f"so they are {how['jpeg']}."
+        )
+    return "disk", (
+        f"disk: {over}, and as JPEG they take {_gb(encoded)}, over {_gb(host_budget)} ({host_note}), "
+        f"so they are {how['disk']}."
+    )
 
 
 class BatchSource:
@@ -151,8 +168,9 @@ class BatchSource:
         if indices.ndim != 1:
             raise IndexError(f"A batch must be a 1-D array of sample indices, not one of shape {indices.shape}.")
         if len(indices) and not (0 <= indices.min() and indices.max() < n):
-            raise IndexError(f"A batch's sample indices must lie in [0, {n}), "
-                             f"not in [{indices.min()}, {indices.max()}].")
+            raise IndexError(
+                f"A batch's sample indices must lie in [0, {n}), not in [{indices.min()}, {indices.max()}]."
+            )
         return indices
 
 
@@ -223,12 +241,14 @@ class _JpegSource(_ResidentSource):
         self.jpegs = torch.empty(int(self.starts[-1]), dtype=torch.uint8)
         flat = self.jpegs.numpy()
         for i in np.lexsort((split.offset, split.shard)):  # shard by shard, in file order
-            split.read_into(i, flat[self.starts[i]:self.starts[i + 1]])
+            split.read_into(i, flat[self.starts[i] : self.starts[i + 1]])
         if self.device.type == "cuda" and len(self.jpegs):
             # Page-locked in place, so uploads need no staging copy. Not torch.empty(pin_memory=True):
             # PyTorch's pinned allocator rounds sizes up to a power of two (25 GB would take 32 GB).
-            _check_cuda(torch.cuda.cudart().cudaHostRegister(self.jpegs.data_ptr(), len(self.jpegs), 1),
-                        f"page-locking the split's {_gb(len(self.jpegs))} of JPEGs")
+            _check_cuda(
+                torch.cuda.cudart().cudaHostRegister(self.jpegs.data_ptr(), len(self.jpegs), 1),
+                f"page-locking the split's {_gb(len(self.jpegs))} of JPEGs",
+            )
             self.registered = True
 
     def close(self) -> None:
@@ -242,7 +262,7 @@ class _JpegSource(_ResidentSource):
     def _batches(self, batches: list[np.ndarray]) -> Iterator[Batch]:
         if self.decode == "gpu":
             for indices in batches:
-                datas = [self.jpegs[self.starts[i]:self.starts[i + 1]] for i in indices]
+                datas = [self.jpegs[self.starts[i] : self.starts[i + 1]] for i in indices]
                 yield _nvjpeg(self.split, indices, datas, self.device), self._labels(indices), indices
             return
         # Decode batch b + 1 in the pool while the caller works on batch b.
@@ -258,7 +278,7 @@ class _JpegSource(_ResidentSource):
     def _start(self, indices: np.ndarray, flat: np.ndarray):
         size = self.split.image_size
         out = torch.empty((len(indices), size, size, 3), dtype=torch.uint8, pin_memory=self.device.type == "cuda")
-        futures = self._decode_on_cpu(indices, lambda i: flat[self.starts[i]:self.starts[i + 1]], out.numpy())
+        futures = self._decode_on_cpu(indices, lambda i: flat[self.starts[i] : self.starts[i + 1]], out.numpy())
         return indices, out, futures
 
     def _finish(self, indices: np.ndarray, out: torch.Tensor, futures: list) -> Batch:
@@ -295,7 +315,7 @@ class _DecodedSource(_ResidentSource):
     def _decode_to_device(self, order: np.ndarray) -> None:
         split, device, size = self.split, self.device, self.split.image_size
         for start in range(0, len(order), DECODE_CHUNK):
-            chunk = order[start:start + DECODE_CHUNK]
+            chunk = order[start : start + DECODE_CHUNK]
             if self.decode == "gpu":
                 datas = [torch.frombuffer(bytearray(split.read(i)), dtype=torch.uint8) for i in chunk]
                 images = _nvjpeg(split, chunk, datas, device).permute(0, 2, 3, 1)
@@ -317,19 +337,87 @@ class _DecodedSource(_ResidentSource):
             yield self.pixels.index_select(0, index).permute(0, 3, 1, 2), self.labels.index_select(0, index), indices
 
 
+# ---------------------------------------------------------------- the disk path: batches decoded in loader workers
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item b is batch b: (images, labels, indices); images decoded here unless decode == "gpu".
+
+    errors_as_values: a UserError is returned as the item rather than raised, so that the
+    reader gets its one sentence back from a worker process instead of a wrapped traceback.
+    """
+
+    def __init__(self, split: Split, batches: list[np.ndarray], decode: str, errors_as_values: bool = False):
+        self.split, self.batches, self.decode, self.errors_as_values = split, batches, decode, errors_as_values
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int):
+        try:
+            return self._batch(b)
+        except UserError as e:
+            if self.errors_as_values:
+                return e
+            raise
+
+    def _batch(self, b: int):
+        indices = self.batches[b]
+        labels = torch.from_numpy(self.split.labels[indices])
+        datas = [self.split.read(i) for i in indices]
+        if self.decode == "gpu":
+            return [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], labels, torch.from_numpy(indices)
+        size = self.split.image_size
+        out = np.empty((len(indices), size, size, 3), np.uint8)
+        for k, (i, data) in enumerate(zip(indices, datas)):
+            self.split.decode_into(i, data, out[k])
+        # (N, S, S, 3) in memory, seen as (N, 3, S, S): channels-last, no copy.
+        return torch.from_numpy(out).permute(0, 3, 1, 2), labels, torch.from_numpy(indices)
+
+
+def batch_loader(
+    split: Split,
+    batches: list[np.ndarray],
+    *,
+    workers: int,
+    decode: str = "cpu",
+    pin_memory: bool = False,
+    prefetch: int = 4,
+):
+    """An iterable of (images uint8 (n, 3, S, S) or a list of JPEG byte tensors, labels, indices), in order."""
+    return _loader(
+        _Batches(split, batches, decode), workers=workers, pin_memory=pin_memory and decode == "cpu", prefetch=prefetch
+    )
+
+
+def _loader(dataset: _Batches, *, workers: int, pin_memory: bool, prefetch: int = 4):
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
 def _check_unchanged(split: Split) -> None:
     """The split on disk is still the one `split` describes: `preprocess --force` may have rewritten it between
     load_split and taking the readers lock."""
     manifest = rundir.SplitDir(split.root).manifest
     if not manifest.exists():  # a Split not read from a data directory (tests), or one removed meanwhile
         if (split.root / "index.npz").exists() or any(split.root.glob("shard-*.tar")):
-            raise UserError(f"{split.root} is being rewritten (no manifest.json any more); run the command again "
-                            "when `alexctl preprocess` has finished.")
+            raise UserError(
+                f"{split.root} is being rewritten (no manifest.json any more); run the command again "
+                "when `alexctl preprocess` has finished."
+            )
         return
     identity = rundir.read_json(manifest, "manifest").get("identity")
     if identity != split.identity:
-        raise UserError(f"{split.root} was rewritten by `alexctl preprocess --force` after it was read; run the "
-                        "command again.")
+        raise UserError(
+            f"{split.root} was rewritten by `alexctl preprocess --force` after it was read; run the command again."
+        )
 
 
 def _nvjpeg(split: Split, indices: np.ndarray, datas: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -346,13 +434,17 @@ def _nvjpeg(split: Split, indices: np.ndarray, datas: list[torch.Tensor], device
             try:
                 decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
             except RuntimeError as e:
-                raise UserError(f"nvJPEG cannot decode {split.describe(i)} ({e}); the shard is damaged: "
-                                f"run `alexctl preprocess` again.") from None
+                raise UserError(
+                    f"nvJPEG cannot decode {split.describe(i)} ({e}); the shard is damaged: "
+                    f"run `alexctl preprocess` again."
+                ) from None
         raise
     for i, image in zip(indices, images):
         if image.shape != (3, size, size):
-            raise UserError(f"{split.describe(i)} is {image.shape[2]}x{image.shape[1]} pixels, not {size}x{size} "
-                            f"as the split's manifest says; run `alexctl preprocess` again.")
+            raise UserError(
+                f"{split.describe(i)} is {image.shape[2]}x{image.shape[1]} pixels, not {size}x{size} "
+                f"as the split's manifest says; run `alexctl preprocess` again."
+            )
     return torch.stack(images)
 
 
@@ -368,7 +460,8 @@ def _budgets(device: torch.device, memory_budget: int | None) -> tuple[int, str,
     available, processes = available_memory(), max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     host = int(available * HOST_FRACTION / processes)
     host_note = f"{HOST_FRACTION:.0%} of the {_gb(available)} of available RAM" + (
-        f", shared by {processes} processes on this host" if processes > 1 else "")
+        f", shared by {processes} processes on this host" if processes > 1 else ""
+    )
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         device_note = f"{DEVICE_FRACTION:.0%} of the {_gb(free)} free on {device}"

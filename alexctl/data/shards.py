@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexctl import rundir
 from alexctl.data.sources import Item, printable, read_bytes
 from alexctl.data.stats import StatsAccumulator
 
@@ -44,19 +45,26 @@ def make_plan(images: list[PlannedImage], shard_size: int, seed: int, shaping_op
     """A seeded, class-mixed order cut into shards of `shard_size` images."""
     order = np.random.default_rng(seed).permutation(len(images))
     ordered = [images[i] for i in order]
-    shards = tuple(tuple(ordered[i:i + shard_size]) for i in range(0, len(ordered), shard_size))
+    shards = tuple(tuple(ordered[i : i + shard_size]) for i in range(0, len(ordered), shard_size))
     h = hashlib.sha256(json.dumps(shaping_options, sort_keys=True).encode())
     for im in ordered:
         h.update(f"{im.key}\t{im.label}\n".encode())
     return Plan(shards, h.hexdigest())
 
 
-def chunk_tasks(plan: Plan, shard_index: int, class_wnids: tuple[str, ...], size: int, quality: int, fast: bool,
-                with_stats: bool) -> list[tuple]:
+def chunk_tasks(
+    plan: Plan, shard_index: int, class_wnids: tuple[str, ...], size: int, quality: int, fast: bool, with_stats: bool
+) -> list[tuple]:
     images = plan.shards[shard_index]
     return [
-        (shard_index, [(im.key, im.label, class_wnids[im.label], im.item) for im in images[i:i + CHUNK]],
-         size, quality, fast, with_stats)
+        (
+            shard_index,
+            [(im.key, im.label, class_wnids[im.label], im.item) for im in images[i : i + CHUNK]],
+            size,
+            quality,
+            fast,
+            with_stats,
+        )
         for i in range(0, len(images), CHUNK)
     ]
 
@@ -69,7 +77,7 @@ def process_chunk(task: tuple) -> tuple:
     blocks), so the writer only concatenates; entries are (key, label, source, offset,
     length) of each `.jpg` relative to the fragment.
     """
-    from alexctl.data import image as image_ops  # torch: imported by the workers, not the writer
+    from alexctl.data import transform  # torch: imported by the workers, not the writer
 
     shard_index, images, size, quality, fast, with_stats = task
     fragment = io.BytesIO()
@@ -78,14 +86,14 @@ def process_chunk(task: tuple) -> tuple:
     tar = tarfile.open(fileobj=fragment, mode="w", format=tarfile.USTAR_FORMAT)
     for key, label, wnid, item in images:
         try:
-            prepared = image_ops.prepare(read_bytes(item), size, fast=fast)
-        except image_ops.UnreadableImage as e:
+            prepared = transform.prepare(read_bytes(item), size, fast=fast)
+        except transform.UnreadableImage as e:
             skipped.append((printable(item.relpath), str(e)))
             continue
         except OSError as e:
             skipped.append((printable(item.relpath), f"cannot be read: {e.strerror or e}"))
             continue
-        jpeg = image_ops.encode_jpeg(prepared.pixels, quality)
+        jpeg = transform.encode_jpeg(prepared.pixels, quality)
         meta = {"source": printable(item.relpath), "class": wnid, "width": prepared.width, "height": prepared.height}
         # WebDataset's member order within a sample: extensions sorted, as its TarWriter writes them.
         for ext, data in (("cls", str(label).encode()), ("jpg", jpeg), ("json", json.dumps(meta).encode())):
@@ -145,8 +153,6 @@ def build_shard(plan_digest: str, shard_index: int, chunks: list[tuple]) -> tupl
 def verify_split(root: Path, manifest: dict) -> list[str]:
     """What does not match a complete split's manifest: each shard's size and SHA-256, and the index (its
     SHA-256 when recorded, its length, and every sample's byte range inside its shard). [] when all match."""
-    from alexctl import rundir
-
     root = Path(root)
     damaged = _size_mismatches(root, manifest)
     problems = list(damaged.values())

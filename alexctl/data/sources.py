@@ -150,7 +150,9 @@ def _scan_tar(path: Path) -> list[Item]:
     return items
 
 
-def _scan_nested(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, compressed: bool, folder: str) -> list[Item]:
+def _scan_nested(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, compressed: bool, folder: str
+) -> list[Item]:
     """A per-class tar inside the outer tar (ILSVRC2012_img_train.tar): its images, labelled by its name."""
     items = []
     fileobj = tar.extractfile(member)
@@ -221,7 +223,9 @@ def sample_keys(items: list[Item]) -> list[str]:
     seen: dict[str, int] = {}
     for i, key in enumerate(keys):
         if key in seen:
-            raise UserError(f"images {printable(items[seen[key]].relpath)!r} and {printable(items[i].relpath)!r} map to "
-                            f"the same key {key!r}.")
+            raise UserError(
+                f"images {printable(items[seen[key]].relpath)!r} and {printable(items[i].relpath)!r} map to "
+                f"the same key {key!r}."
+            )
         seen[key] = i
     return keys

@@ -55,8 +55,12 @@ class StatsAccumulator:
     @staticmethod
     def from_arrays(arrays: dict[str, np.ndarray], prefix: str = "stats_") -> "StatsAccumulator":
         image_sum = arrays[f"{prefix}image_sum"]
-        return StatsAccumulator(image_sum.shape[0], int(arrays[f"{prefix}images"]), image_sum.astype(np.int64),
-                                arrays[f"{prefix}outer_sum"].astype(np.int64))
+        return StatsAccumulator(
+            image_sum.shape[0],
+            int(arrays[f"{prefix}images"]),
+            image_sum.astype(np.int64),
+            arrays[f"{prefix}outer_sum"].astype(np.int64),
+        )
 
 
 def finish(acc: StatsAccumulator) -> dict[str, np.ndarray]:

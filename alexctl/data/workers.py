@@ -31,7 +31,7 @@ WINDOW = 4  # per worker: tasks sent beyond the one whose result the caller wait
 # (measured, 2 cores). PYTHONSAFEPATH: the server must not put the current directory first on its path, or
 # a folder named `alexctl` there (the parent of a clone) shadows the installed package.
 SERVER_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONSAFEPATH")
-PRELOAD = ["alexctl.data.shards", "alexctl.data.image"]  # workers start with torch and numpy imported
+PRELOAD = ["alexctl.data.shards", "alexctl.data.transform"]  # workers start with torch and numpy imported
 
 
 def ordered_map(fn, tasks: list, workers: int, stop: StopSignals, where: str):
@@ -76,8 +76,9 @@ class _Workers:
             for _ in range(self.count):
                 task_r, task_w = context.Pipe(duplex=False)
                 result_r, result_w = context.Pipe(duplex=False)
-                process = context.Process(target=_serve, args=(self.fn, task_r, result_w), daemon=True,
-                                          name="alexctl-preprocess-worker")
+                process = context.Process(
+                    target=_serve, args=(self.fn, task_r, result_w), daemon=True, name="alexctl-preprocess-worker"
+                )
                 process.start()
                 task_r.close()  # the worker's ends: with them closed here, a dead worker is an ended pipe
                 result_w.close()
@@ -116,8 +117,13 @@ class _Workers:
         process = self.processes[w]
         process.join(1.0)
         code = process.exitcode
-        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else
-               f"exited with status {code}" if code is not None else "closed its pipe")
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"exited with status {code}"
+            if code is not None
+            else "closed its pipe"
+        )
         return f"a worker process (pid {process.pid}) {how}"
 
     def __exit__(self, *exc) -> None:

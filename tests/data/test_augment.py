@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from alexctl.data.augment import Lighting, center_crop, crop_positions, ten_crop, train_batch
-from alexctl.data.image import center_origin
+from alexctl.data.transform import center_origin
 
 ROOT = Path(__file__).resolve().parents[2]
 # The shared data sits beside the project (../shared/data) or, on a device machine, inside it.
@@ -86,12 +86,14 @@ def test_train_batch_takes_exact_crops_at_every_offset_with_half_flipped(size, c
     if size == 32:
         assert len(set(zip(xs.tolist(), ys.tolist()))) == len(every) ** 2  # every (x, y) pair
     assert abs(flips.float().mean().item() - 0.5) < 5 * (0.25 / n) ** 0.5  # 5 binomial sigmas: any seed passes
-    no_flip = train_batch(images, zero, crop=crop, generator=torch.Generator().manual_seed(0), lighting=None,
-                          flip=False)
+    no_flip = train_batch(
+        images, zero, crop=crop, generator=torch.Generator().manual_seed(0), lighting=None, flip=False
+    )
     xs2, ys2, flips2 = decode(no_flip)
     assert not flips2.any() and torch.equal(xs2, xs) and torch.equal(ys2, ys)  # same crops, no reflections
-    centred = train_batch(images, zero, crop=crop, generator=torch.Generator().manual_seed(0), lighting=None,
-                          random_crop=False)
+    centred = train_batch(
+        images, zero, crop=crop, generator=torch.Generator().manual_seed(0), lighting=None, random_crop=False
+    )
     xs3, ys3, flips3 = decode(centred)
     mid = center_origin(size, crop)
     assert (xs3 == mid).all() and (ys3 == mid).all() and torch.equal(flips3, flips)  # same reflections, no shifts
@@ -103,11 +105,12 @@ def test_mean_subtraction_on_photographs():
     centered = images.float() - mean  # the paper: subtract the 256x256 mean, then cut
     # Recover the random crops from a coordinate batch drawn with the same seed, then compare.
     coords, zero = coordinate_images(len(images), 256)
-    xs, ys, flips = decode(train_batch(coords, zero, crop=224, generator=torch.Generator().manual_seed(7),
-                                       lighting=None))
+    xs, ys, flips = decode(
+        train_batch(coords, zero, crop=224, generator=torch.Generator().manual_seed(7), lighting=None)
+    )
     out = train_batch(images, mean, crop=224, generator=torch.Generator().manual_seed(7), lighting=None)
     for i, (x, y, f) in enumerate(zip(xs.tolist(), ys.tolist(), flips.tolist())):
-        expected = centered[i, :, y:y + 224, x:x + 224]
+        expected = centered[i, :, y : y + 224, x : x + 224]
         torch.testing.assert_close(out[i], expected.flip(-1) if f else expected, rtol=0, atol=0)
     torch.testing.assert_close(center_crop(images, mean, crop=224), centered[:, :, 16:240, 16:240], rtol=0, atol=0)
     tens = ten_crop(images, mean, crop=224)
@@ -163,8 +166,9 @@ def test_channels_last_output_has_the_same_values(size, crop):
     cl = torch.channels_last
     lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS)
     a = train_batch(images, mean, crop=crop, generator=torch.Generator().manual_seed(0), lighting=lighting)
-    b = train_batch(images, mean, crop=crop, generator=torch.Generator().manual_seed(0), lighting=lighting,
-                    memory_format=cl)
+    b = train_batch(
+        images, mean, crop=crop, generator=torch.Generator().manual_seed(0), lighting=lighting, memory_format=cl
+    )
     assert a.is_contiguous() and b.is_contiguous(memory_format=cl) and torch.equal(a, b)
     c, c_plain = center_crop(images, mean, crop=crop, memory_format=cl), center_crop(images, mean, crop=crop)
     assert c_plain.is_contiguous() and c.is_contiguous(memory_format=cl) and torch.equal(c, c_plain)
@@ -216,8 +220,15 @@ def test_the_cpu_slices_and_the_device_gather_give_identical_batches(memory_form
     images = torch.randint(0, 256, (9, 40, 40, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
     mean = torch.rand(3, 40, 40, generator=g) * 255
     lighting = Lighting.from_stats(EIGENVALUES_255, EIGENVECTORS) if with_lighting else None
-    out = train_batch(images, mean, crop=32, generator=torch.Generator().manual_seed(3), lighting=lighting,
-                      memory_format=memory_format, dtype=dtype)
+    out = train_batch(
+        images,
+        mean,
+        crop=32,
+        generator=torch.Generator().manual_seed(3),
+        lighting=lighting,
+        memory_format=memory_format,
+        dtype=dtype,
+    )
     draws = torch.Generator().manual_seed(3)
     xs, ys = torch.randint(0, 9, (9,), generator=draws), torch.randint(0, 9, (9,), generator=draws)
     flips = torch.rand(9, generator=draws) < 0.5
@@ -229,9 +240,10 @@ def test_the_cpu_slices_and_the_device_gather_give_identical_batches(memory_form
     # ...and both are the paper's numbers: the S x S image minus the mean plus the shift, then cut.
     shifted = images.double() - mean.double() + (shift.double() if lighting else torch.zeros(9, 3))[:, :, None, None]
     for i, (x, y, f) in enumerate(zip(xs.tolist(), ys.tolist(), flips.tolist())):
-        patch = shifted[i, :, y:y + 32, x:x + 32]
-        torch.testing.assert_close(out[i].double(), patch.flip(-1) if f else patch,
-                                   rtol=0, atol=1e-4 if dtype == torch.float32 else 1.0)
+        patch = shifted[i, :, y : y + 32, x : x + 32]
+        torch.testing.assert_close(
+            out[i].double(), patch.flip(-1) if f else patch, rtol=0, atol=1e-4 if dtype == torch.float32 else 1.0
+        )
 
 
 def test_the_device_gather_compiles_to_one_graph_with_the_same_numbers():
@@ -298,8 +310,9 @@ def test_flips_are_fair_and_independent_of_the_crops_for_any_seed():
     images, zero = coordinate_images(2500, 32)
     xs, ys, flips = [], [], []
     for seed in range(10):
-        x, y, f = decode(train_batch(images, zero, crop=24, generator=torch.Generator().manual_seed(seed),
-                                     lighting=None))
+        x, y, f = decode(
+            train_batch(images, zero, crop=24, generator=torch.Generator().manual_seed(seed), lighting=None)
+        )
         assert abs(f.float().mean().item() - 0.5) < 5 * (0.25 / len(f)) ** 0.5  # per seed: 0.45..0.55
         xs.append(x), ys.append(y), flips.append(f)
     xs, ys, flips = torch.cat(xs), torch.cat(ys), torch.cat(flips).double()

@@ -12,8 +12,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexctl.cli import _Commands
-from alexctl.cli import demo_data
+from alexctl.cli import _Commands, demo_data
 from alexctl.data import demo
 from alexctl.data.labels import read_class_file
 from alexctl.errors import UserError

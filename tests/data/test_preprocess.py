@@ -18,8 +18,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from alexctl.data import image as image_ops
+from alexctl.data import transform
 from alexctl.data.stats import StatsAccumulator, finish
+
 from helpers import invoke, json_output, tar_folder, tar_of_class_tars
 
 
@@ -39,8 +40,19 @@ def samples_data(tmp_path_factory, imagenet_samples, synsets):
     labels = tmp / "labels.txt"
     labels.write_text("".join(f"{p.name},{p.name.split('_')[0]}\n" for p in sorted(imagenet_samples.iterdir())))
     data = tmp / "data"
-    proc = invoke("preprocess", imagenet_samples, data, "--labels", labels, "--classes", synsets,
-                   "--shard-size", "50", "--json", check=True)
+    proc = invoke(
+        "preprocess",
+        imagenet_samples,
+        data,
+        "--labels",
+        labels,
+        "--classes",
+        synsets,
+        "--shard-size",
+        "50",
+        "--json",
+        check=True,
+    )
     return data, json_output(proc)
 
 
@@ -63,7 +75,7 @@ def test_statistics_equal_a_direct_computation(samples_data, imagenet_samples):
     data, _ = samples_data
     acc = StatsAccumulator.empty(256)
     for path in sorted(imagenet_samples.iterdir()):
-        pixels = image_ops.prepare(path.read_bytes(), 256).pixels
+        pixels = transform.prepare(path.read_bytes(), 256).pixels
         acc.add_image(pixels)
     direct = finish(acc)
     stored = np.load(data / "stats.npz")
@@ -80,7 +92,9 @@ def test_shards_read_back_with_plain_webdataset(samples_data):
     data, summary = samples_data
     index = np.load(data / "train" / "index.npz")
     labels_by_key = dict(zip(index["keys"].tolist(), index["labels"].tolist()))
-    dataset = wds.WebDataset(summary["shards"], shardshuffle=False).decode("rgb8").to_tuple("__key__", "jpg", "cls", "json")
+    dataset = (
+        wds.WebDataset(summary["shards"], shardshuffle=False).decode("rgb8").to_tuple("__key__", "jpg", "cls", "json")
+    )
     seen = 0
     for key, rgb, cls, meta in dataset:
         assert rgb.shape == (256, 256, 3) and rgb.dtype == np.uint8
@@ -93,7 +107,7 @@ def test_shards_read_back_with_plain_webdataset(samples_data):
     raw = shard.read_bytes()
     first = index["shard"] == 0
     for offset, size in zip(index["offset"][first][:5], index["size"][first][:5]):
-        assert raw[offset:offset + 2] == b"\xff\xd8" and raw[offset + size - 2:offset + size] == b"\xff\xd9"
+        assert raw[offset : offset + 2] == b"\xff\xd8" and raw[offset + size - 2 : offset + size] == b"\xff\xd9"
 
 
 def test_shards_are_class_mixed(samples_data):
@@ -164,8 +178,17 @@ def test_determinism_across_worker_counts_and_parts(imagenette_slice, tmp_path):
     invoke("preprocess", imagenette_slice, tmp_path / "one", "--shard-size", "16", "--workers", "1", check=True)
     invoke("preprocess", imagenette_slice, tmp_path / "two", "--shard-size", "16", "--workers", "2", check=True)
     for i in range(3):
-        proc = invoke("preprocess", imagenette_slice, tmp_path / "parts", "--shard-size", "16", "--part", f"{i}/3",
-                       "--json", check=True)
+        proc = invoke(
+            "preprocess",
+            imagenette_slice,
+            tmp_path / "parts",
+            "--shard-size",
+            "16",
+            "--part",
+            f"{i}/3",
+            "--json",
+            check=True,
+        )
         summary = json_output(proc)
         assert summary["complete"] == (i == 2)  # the last part finds every shard done and merges
         assert summary["written"] + len(summary["skipped"]) == summary["found"]
@@ -182,9 +205,22 @@ def test_killed_run_leaves_nothing_complete_and_the_rerun_finishes(imagenette_sl
     reference = tmp_path / "reference"
     invoke("preprocess", imagenette_slice, reference, "--shard-size", "8", check=True)
     data = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "alexctl", "preprocess", str(imagenette_slice), str(data),
-                             "--shard-size", "8", "--workers", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alexctl",
+            "preprocess",
+            str(imagenette_slice),
+            str(data),
+            "--shard-size",
+            "8",
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((data / "train").glob("shard-000003.npz")):
         time.sleep(0.05)
@@ -255,8 +291,9 @@ def test_val_split_uses_the_train_classes_and_refuses_unknown_labels(imagenette_
     labels.write_text("".join(f"{p.name},tench\n" for p in sorted(flat.iterdir())))
     names = tmp_path / "names.txt"
     names.write_text("n01440764\ttench\n")
-    ok = json_output(invoke("preprocess", flat, data, "--split", "val", "--labels", labels, "--names", names,
-                            "--json", check=True))
+    ok = json_output(
+        invoke("preprocess", flat, data, "--split", "val", "--labels", labels, "--names", names, "--json", check=True)
+    )
     assert ok["written"] == 3
 
 
@@ -273,8 +310,17 @@ def test_one_writer_per_split(imagenette_slice, tmp_path):
 
 def test_real_imagenette_tar_read_in_place(shared_data, tmp_path):
     """The published tar as SOURCE, read by byte range: one part of eight shards of 600 images."""
-    proc = invoke("preprocess", shared_data / "imagenette-224" / "train-1of2.tar", tmp_path / "d",
-                   "--shard-size", "600", "--part", "7/8", "--json", check=True)
+    proc = invoke(
+        "preprocess",
+        shared_data / "imagenette-224" / "train-1of2.tar",
+        tmp_path / "d",
+        "--shard-size",
+        "600",
+        "--part",
+        "7/8",
+        "--json",
+        check=True,
+    )
     summary = json_output(proc)
     assert summary["found"] == 4710 - 7 * 600 and summary["written"] == summary["found"]
     assert not summary["complete"] and summary["stats"] is None

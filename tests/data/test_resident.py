@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from alexctl.data.loader import batch_loader, epoch_batches, load_split, open_source
-from alexctl.data.resident import RESIDENCIES
+from alexctl.data.loader import epoch_batches, load_split
+from alexctl.data.resident import RESIDENCIES, batch_loader, open_source
 from alexctl.errors import UserError
 
 MODES = [("disk", 0), ("disk", 2), ("jpeg", 0), ("jpeg", 2), ("decoded", 0), ("decoded", 2)]
@@ -35,8 +35,9 @@ def index_lists(split):
 @pytest.fixture(scope="module")
 def reference(split, index_lists):
     """Today's path: the DataLoader's batches, decoded in this process."""
-    return [(images, labels, indices.numpy()) for images, labels, indices in
-            batch_loader(split, index_lists, workers=0)]
+    return [
+        (images, labels, indices.numpy()) for images, labels, indices in batch_loader(split, index_lists, workers=0)
+    ]
 
 
 def assert_same_batches(got, expected, split):
@@ -52,8 +53,9 @@ def assert_same_batches(got, expected, split):
 
 
 @pytest.mark.parametrize("residency, workers", MODES)
-def test_every_residency_yields_the_disk_paths_batches_and_resumes_at_any_batch(split, index_lists, reference,
-                                                                                residency, workers):
+def test_every_residency_yields_the_disk_paths_batches_and_resumes_at_any_batch(
+    split, index_lists, reference, residency, workers
+):
     with open_source(split, device=torch.device("cpu"), residency=residency, workers=workers) as source:
         assert source.residency == residency and residency in source.reason
         got = list(source.batches(index_lists))

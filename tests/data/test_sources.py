@@ -8,6 +8,7 @@ import pytest
 from alexctl.data import labels as label_ops
 from alexctl.data.sources import Item, read_bytes, sample_keys, scan
 from alexctl.errors import UserError
+
 from helpers import tar_folder, tar_of_class_tars
 
 
@@ -56,8 +57,17 @@ def test_empty_and_missing_sources_are_user_errors(tmp_path):
 
 
 def test_keys_are_webdataset_safe_unique_and_stable():
-    items = [Item(p, ("bytes", b"")) for p in
-             ["n1/a.JPEG", "n1/a.b.JPEG", "n1/a_b.JPEG", "n1/it's.JPEG", "n1/with space.jpg", "n1/" + "x" * 150 + ".jpg"]]
+    items = [
+        Item(p, ("bytes", b""))
+        for p in [
+            "n1/a.JPEG",
+            "n1/a.b.JPEG",
+            "n1/a_b.JPEG",
+            "n1/it's.JPEG",
+            "n1/with space.jpg",
+            "n1/" + "x" * 150 + ".jpg",
+        ]
+    ]
     keys = sample_keys(items)
     assert keys[0] == "n1/a" and keys[2] == "n1/a_b" and keys[3] == "n1/it's"
     assert len(set(keys)) == len(keys)
@@ -83,9 +93,12 @@ def test_label_file_forms(tmp_path, synsets):
     assert label_ops.read_label_file(tmp_path / "space.txt") == {"a": "n01440764", "b": "tench, Tinca tinca"}
     (tmp_path / "LOC_val_solution.csv").write_text(
         "ImageId,PredictionString\nILSVRC2012_val_00008726,n02119789 255 142 454 329 n02119789 44 21 322 295\n"
-        "ILSVRC2012_val_00000001,n01751748 1 2 3 4\n")
+        "ILSVRC2012_val_00000001,n01751748 1 2 3 4\n"
+    )
     assert label_ops.read_label_file(tmp_path / "LOC_val_solution.csv") == {
-        "ILSVRC2012_val_00008726": "n02119789", "ILSVRC2012_val_00000001": "n01751748"}
+        "ILSVRC2012_val_00008726": "n02119789",
+        "ILSVRC2012_val_00000001": "n01751748",
+    }
 
 
 def test_devkit_ground_truth_maps_ilsvrc_ids_through_meta_mat(tmp_path):
@@ -93,11 +106,21 @@ def test_devkit_ground_truth_maps_ilsvrc_ids_through_meta_mat(tmp_path):
 
     # The devkit's meta.mat: a struct array of synsets (ILSVRC2012_ID, WNID, words, gloss, num_children, ...);
     # leaves (num_children == 0) are the 1000 classes. Two leaves and one inner node suffice here.
-    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O"),
-             ("children", "O"), ("wordnet_height", "O"), ("num_train_images", "O")]
-    rows = [(1, "n01751748", "sea snake", "", 0, np.zeros(0), 0, 1300),
-            (2, "n09193705", "alp", "", 0, np.zeros(0), 0, 1300),
-            (1001, "n00001740", "entity", "", 2, np.array([1, 2]), 18, 0)]
+    dtype = [
+        ("ILSVRC2012_ID", "O"),
+        ("WNID", "O"),
+        ("words", "O"),
+        ("gloss", "O"),
+        ("num_children", "O"),
+        ("children", "O"),
+        ("wordnet_height", "O"),
+        ("num_train_images", "O"),
+    ]
+    rows = [
+        (1, "n01751748", "sea snake", "", 0, np.zeros(0), 0, 1300),
+        (2, "n09193705", "alp", "", 0, np.zeros(0), 0, 1300),
+        (1001, "n00001740", "entity", "", 2, np.array([1, 2]), 18, 0),
+    ]
     synsets = np.array(rows, dtype=dtype)
     (tmp_path / "devkit" / "data").mkdir(parents=True)
     scipy.io.savemat(tmp_path / "devkit" / "data" / "meta.mat", {"synsets": synsets})
@@ -106,8 +129,10 @@ def test_devkit_ground_truth_maps_ilsvrc_ids_through_meta_mat(tmp_path):
     with pytest.raises(UserError, match="--devkit"):
         label_ops.read_label_file(truth)
     assert label_ops.read_label_file(truth, tmp_path / "devkit") == {
-        "ILSVRC2012_val_00000001": "n09193705", "ILSVRC2012_val_00000002": "n01751748",
-        "ILSVRC2012_val_00000003": "n09193705"}
+        "ILSVRC2012_val_00000001": "n09193705",
+        "ILSVRC2012_val_00000002": "n01751748",
+        "ILSVRC2012_val_00000003": "n09193705",
+    }
     truth.write_text("7\n")
     with pytest.raises(UserError, match="ILSVRC2012_ID 7"):
         label_ops.read_label_file(truth, tmp_path / "devkit")

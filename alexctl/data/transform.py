@@ -1,0 +1,176 @@
+"""One image, as the paper prepares it: decode to RGB, rescale so the shorter side is
+`size`, cut the central `size` x `size` patch (section 2), encode as JPEG for a shard.
+
+Geometry (one home for it): the image is resized to (W', H') with the shorter side
+exactly `size` and the longer side int(size * long / short), then the crop starts at
+round((W' - size) / 2), round((H' - size) / 2) -- torchvision's Resize(size) followed
+by CenterCrop(size). Resampling is bilinear with antialiasing. `center_origin` is also
+where the test-time centre crop starts (alexctl.data.augment).
+
+Speed (docs/benchmarks.md): JPEGs are decoded by libjpeg-turbo straight into numpy
+(simplejpeg), at 1/2, 1/4 or 1/8 scale in the DCT domain when the shorter side stays
+at least `size` (the lever PIL calls draft mode), and the resize maps pixels from the
+scaled decode with the exact scale factors, so the result matches the full-size decode
+(PSNR >= 35 dB, measured). Everything that is not a plain JPEG (PNG, CMYK, palette,
+alpha, 16-bit, a PNG named .JPEG) goes through PIL. EXIF orientation is ignored, as
+ImageNet's own tooling and torchvision's loader ignore it; alpha is dropped as
+torchvision's loader drops it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import simplejpeg
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+# Past this many pixels PIL refuses an image as a possible decompression bomb; ILSVRC's
+# largest photographs are far below it.
+Image.MAX_IMAGE_PIXELS = 300_000_000
+
+
+class UnreadableImage(Exception):
+    """The bytes are not an image alexctl can decode; the message is the reason recorded for the skip."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    pixels: np.ndarray  # (size, size, 3) uint8 RGB: what the shard holds (before JPEG encoding)
+    width: int  # the original image's size
+    height: int
+
+
+def prepare(data: bytes, size: int, *, fast: bool = True) -> Prepared:
+    """Decode, rescale the shorter side to `size`, center-crop. `fast=False` decodes at full size, exactly."""
+    rgb, width, height, scale = _decode(data, size, fast)
+    return Prepared(rescale_center_crop(rgb, width, height, size, scale), width, height)
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    return simplejpeg.encode_jpeg(
+        np.ascontiguousarray(pixels), quality=quality, colorspace="RGB", colorsubsampling="420"
+    )
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """A shard's JPEG back to (H, W, 3) uint8 RGB."""
+    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(W', H'): the shorter side becomes `size`, the longer one int(size * long / short)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
+    """Top-left (x, y) of the central `size` x `size` patch of the resized image."""
+    new_w, new_h = resized_size(width, height, size)
+    return center_origin(new_w, size), center_origin(new_h, size)
+
+
+def center_origin(length: int, crop: int) -> int:
+    """Where a centred `crop` starts along an axis of `length`: round((length - crop) / 2).
+
+    Python's round, half to even, as torchvision's CenterCrop: 42 for 341/256, 16 for
+    256/224 (the validation crop, alexctl.data.augment), 4 for 32/24.
+    """
+    return int(round((length - crop) / 2.0))
+
+
+def rescale_center_crop(rgb: np.ndarray, width: int, height: int, size: int, scale: int = 1) -> np.ndarray:
+    """(h, w, 3) uint8 decoded at 1/scale of (width, height) -> (size, size, 3) uint8.
+
+    The scale factors are those of the full-size image (W'/width, H'/height), times `scale`
+    for a DCT-scaled decode, so output pixel (x, y) samples the same point either way.
+    """
+    new_w, new_h = resized_size(width, height, size)
+    left, top = crop_origin(width, height, size)
+    fy, fx = new_h / height * scale, new_w / width * scale
+    if new_w > 8 * size or new_h > 8 * size:
+        return _resample_crop_only(rgb, fx, fy, left, top, size)
+    h, w = rgb.shape[:2]
+    # (1, 3, h, w) uint8 viewing the (h, w, 3) array: channels-last. The batch stride is set to the
+    # element count, or interpolate() sees an ambiguous layout and returns NCHW (pytorch#68430, the
+    # way torchvision avoids it); the channels-last result makes the final (h, w, 3) copy cheap.
+    x = torch.from_numpy(rgb).as_strided((1, 3, h, w), (h * w * 3, 1, w * 3, 3))
+    # The tiny factor keeps floor(in * f) from landing one pixel short through rounding.
+    out = F.interpolate(
+        x,
+        scale_factor=(fy * (1 + 1e-7), fx * (1 + 1e-7)),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+        recompute_scale_factor=False,
+    )
+    return out[0, :, top : top + size, left : left + size].permute(1, 2, 0).contiguous().numpy()
+
+
+def _resample_crop_only(rgb: np.ndarray, fx: float, fy: float, left: int, top: int, size: int) -> np.ndarray:
+    """A panorama: resample only the source box the crop sees (PIL's box), not an image 8x the crop."""
+    box = (left / fx, top / fy, (left + size) / fx, (top + size) / fy)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR, box=box))
+
+
+def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, int]:
+    """(rgb, width, height, scale): `rgb` is the image decoded at 1/scale of width x height."""
+    if data[:2] == b"\xff\xd8":
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if width * height > 2 * Image.MAX_IMAGE_PIXELS:  # refused as PIL refuses it, before any allocation
+                raise UnreadableImage(f"too large to decode safely ({width}x{height} pixels)")
+            if colorspace in ("Gray", "YCbCr", "RGB"):  # CMYK and YCCK go through PIL
+                scale = _dct_scale(width, height, size) if fast else 1
+                rgb = simplejpeg.decode_jpeg(
+                    data,
+                    colorspace="RGB",
+                    fastdct=fast,
+                    fastupsample=fast,
+                    min_height=-(-height // scale),
+                    min_width=-(-width // scale),
+                    min_factor=scale,
+                )
+                if rgb.shape[:2] == (-(-height // scale), -(-width // scale)):
+                    return rgb, width, height, scale
+        except ValueError:
+            pass  # CMYK, arithmetic coding, a damaged file...: PIL decides, and gives the reason
+    rgb = _decode_with_pil(data)
+    return rgb, rgb.shape[1], rgb.shape[0], 1
+
+
+def _dct_scale(width: int, height: int, size: int) -> int:
+    """The largest of 1, 2, 4, 8 that keeps the shorter side at least `size` (and one pixel to spare)."""
+    scale = 1
+    while scale < 8 and min(width, height) // (2 * scale) > size:
+        scale *= 2
+    return scale
+
+
+def _decode_with_pil(data: bytes) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # palette-with-transparency and EXIF warnings
+            img = Image.open(io.BytesIO(data))
+            img.load()
+            return np.array(_to_rgb(img))  # a writable copy: torch.from_numpy warns on read-only arrays
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image PIL can identify") from None
+    except Image.DecompressionBombError as e:
+        raise UnreadableImage(f"too large to decode safely ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise UnreadableImage(f"cannot be decoded: {e}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float grayscale: scale to 8 bits rather than clip.
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+    return img if img.mode == "RGB" else img.convert("RGB")

@@ -1,0 +1,1 @@
+"""Inference on trained runs: one core (crops, softmax, averaging), evaluate, ensemble, classify, export."""

@@ -1,0 +1,176 @@
+"""The paper's pictures, drawn: training curves, training error against epochs (Figure 1), the conv1
+kernel grid (Figure 3), top-5 predictions and nearest neighbours (Figure 4). Pure drawing: `alexctl.reporting.report`
+gathers the data.
+
+Figures are matplotlib Figure objects saved through the Agg canvas, never pyplot, so drawing
+leaves the process's backend and figure registry alone.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+from torchvision.utils import make_grid
+
+from alexctl import rundir
+from alexctl.data.loader import Split
+from alexctl.data.transform import decode_jpeg
+
+TOP_CLASSES = 5  # Figure 4 (left): the five most probable labels
+KERNEL_PIXELS = 56  # conv1 kernels are enlarged (nearest) to about this many pixels a side
+
+
+def kernel_grid(weight: torch.Tensor, *, columns: int, padding: int = 2) -> torch.Tensor:
+    """(K, 3, k, k) conv1 weights -> (3, H, W) float image in [0, 1].
+
+    Each kernel is scaled to its own min..max (per kernel: a kernel with small weights still shows its
+    pattern; the figure compares shapes and colours, not magnitudes) and enlarged k -> ~56 px by nearest
+    neighbour. With two columns, kernels [0, K/2) form the upper block and [K/2, K) the lower one, as
+    Figure 3 puts GPU 1 above GPU 2; a block is rows of at most 16 kernels, on white.
+    """
+    w = weight.detach().float().cpu()
+    low = w.amin(dim=(1, 2, 3), keepdim=True)
+    span = w.amax(dim=(1, 2, 3), keepdim=True) - low
+    # A constant kernel (all weights equal) has no pattern to show: mid-grey.
+    w = torch.where(span > 0, (w - low) / span.clamp_min(1e-30), torch.full_like(w, 0.5))
+    zoom = max(1, round(KERNEL_PIXELS / w.shape[-1]))
+    w = w.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
+    blocks = w.chunk(2) if columns == 2 else (w,)
+    grids = [make_grid(b, nrow=min(16, len(blocks[0])), padding=padding, pad_value=1.0) for b in blocks]
+    gap = torch.ones(3, 3 * zoom, grids[0].shape[2])  # a white band between the two columns' blocks
+    return torch.cat([grids[0]] + [part for g in grids[1:] for part in (gap, g)], dim=1)
+
+
+def plot_curves(runs: list) -> Figure:
+    """Loss, top-1 error (val and train) and top-5 val error against epoch, one colour per run."""
+    fig = Figure(figsize=(15, 4.5), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = [
+        ("loss", "train_loss", "val_loss"),
+        ("top-1 error", "train_top1_error", "val_top1_error"),
+        ("top-5 error (val)", None, "val_top5_error"),
+    ]
+    for n, run in enumerate(runs):
+        colour, epochs = f"C{n % 10}", [r["epoch"] for r in run.rows]
+        for ax, (_, train_key, val_key) in zip(axes, panels):
+            ax.plot(epochs, [r.get(val_key) for r in run.rows], "-o", color=colour, ms=3, label=run.name)
+            if train_key:
+                ax.plot(epochs, [r.get(train_key) for r in run.rows], ":", color=colour, marker=".")
+            for epoch in lr_cuts(run.rows):  # between the last epoch at the old rate and the first at the new
+                ax.axvline(epoch + 0.5, color=colour, ls="--", lw=1, alpha=0.7)
+    for ax, (title, _, _) in zip(axes, panels):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if "error" in title:
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    styles = [
+        Line2D([], [], color="k", ls=ls, label=label) for ls, label in (("-", "val"), (":", "train"), ("--", "lr / 10"))
+    ]
+    axes[0].legend(handles=styles, loc="upper right", fontsize=8)
+    axes[2].legend(loc="upper right", fontsize=8, title="run")
+    return fig
+
+
+def plot_training_error(runs: list, thresholds: list[float]) -> Figure:
+    """The paper's Figure 1: training error against epochs, one line per run (solid for ReLU, dashed for
+    tanh, as the paper draws them), with dotted horizontals at the thresholds measured."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for n, run in enumerate(runs):
+        dashed = run.config.get("model", {}).get("activation") == "tanh"
+        start = [(0, _chance(run))] if _chance(run) is not None else []  # chance before the first step
+        epochs, errors = zip(*start, *((r["epoch"], r["train_top1_error"]) for r in run.rows))
+        ax.plot(epochs, errors, "--" if dashed else "-", color=f"C{n % 10}", marker=".", label=run.label)
+    for t in thresholds:
+        ax.axhline(t, color="k", ls=":", lw=1)
+        ax.annotate(
+            f"{t:.0%}",
+            (1, t),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+        )
+    ax.set(xlabel="epochs", ylabel="training error rate", ylim=(0, None), xlim=(0, None))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _chance(run) -> float | None:
+    classes = run.config.get("data", {}).get("classes")
+    return 1 - 1 / classes if classes else None
+
+
+def lr_cuts(rows: list[dict]) -> list[int]:
+    """Epochs after which the learning rate was reduced: `lr_reduced_after`, or `lr` differing in the next row."""
+    cuts = {r["epoch"] for r in rows if r.get("lr_reduced_after")}
+    cuts |= {a["epoch"] for a, b in zip(rows, rows[1:]) if b.get("lr") != a.get("lr")}
+    return sorted(cuts)
+
+
+def plot_top5(data: Split, chosen: np.ndarray, probs: np.ndarray) -> Figure:
+    """Each image above a bar chart of its five most probable classes; the true class's bar in red (Figure 4)."""
+    cols = min(4, len(chosen))
+    rows = -(-len(chosen) // cols)
+    fig = Figure(figsize=(3.4 * cols, 5.2 * rows), layout="constrained")
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1.7] * rows)
+    names = data.classes.names
+    for n, (i, p) in enumerate(zip(chosen, probs)):
+        r, c = divmod(n, cols)
+        truth, top = int(data.labels[i]), np.argsort(-p, kind="stable")[:TOP_CLASSES]
+        ax = fig.add_subplot(grid[2 * r, c])
+        ax.imshow(decode_jpeg(data.read(int(i))))
+        ax.set_axis_off()
+        ax.set_title(short(names[truth]), fontsize=9, fontweight="bold")
+        bars = fig.add_subplot(grid[2 * r + 1, c])
+        bars.barh(range(len(top)), p[top], color=["tab:red" if t == truth else "tab:blue" for t in top])
+        bars.set_yticks(range(len(top)), [short(names[t]) for t in top], fontsize=8)
+        bars.invert_yaxis()  # the most probable on top
+        bars.set_xlim(0, 1)
+        bars.tick_params(axis="x", labelsize=7)
+    return fig
+
+
+def plot_neighbours(data: Split, queries: np.ndarray, train: Split, found: np.ndarray, distances: np.ndarray) -> Figure:
+    """One row per query: the query, then its neighbours with their distance and class."""
+    names = train.classes.names
+    fig = Figure(figsize=(1.9 * (1 + found.shape[1]), 2.2 * len(queries)), layout="constrained")
+    axes = np.array(fig.subplots(len(queries), 1 + found.shape[1], squeeze=False))
+    for row, q in enumerate(queries):
+        truth = int(data.labels[q])
+        axes[row, 0].imshow(decode_jpeg(data.read(int(q))))
+        axes[row, 0].set_title(f"query\n{short(names[truth], 18)}", fontsize=8, fontweight="bold")
+        for col, (i, d) in enumerate(zip(found[row], distances[row]), 1):
+            label = int(train.labels[i])
+            axes[row, col].imshow(decode_jpeg(train.read(int(i))))
+            axes[row, col].set_title(
+                f"d = {d:.3g}\n{short(names[label], 18)}", fontsize=8, color="tab:green" if label == truth else "black"
+            )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig
+
+
+def short(name: str, width: int = 24) -> str:
+    name = name.split(",")[0]  # ImageNet's names list synonyms: "tench, Tinca tinca"
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    rundir.atomic_write_bytes(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- inputs
