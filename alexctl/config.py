@@ -32,6 +32,7 @@ Decode = Literal["auto", "cpu", "gpu"]
 Residency = Literal["auto", "disk", "jpeg", "decoded"]
 LrnImpl = Literal["auto", "reference", "torch", "triton"]
 ConvForm = Literal["auto", "groups", "split", "blockdiag"]
+CropCount = Literal[10, 1]  # test-time patches per image (4.1)
 
 
 def setting(default, *, min=None, max=None, below=None, above=None):
@@ -175,6 +176,27 @@ class CheckpointOptions(_Validated):
     checkpoint_minutes: float = setting(30.0, min=0.0)  # save last.pt mid-epoch this often (0: epoch ends only)
     checkpoint_steps: int = setting(0, min=0)  # ...or every this many steps (0: off)
     checkpoint_epochs: int = setting(1, min=1)  # epoch-end checkpoints every N epochs, and after the last
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceOptions(_Validated):
+    """How a trained network is run on images (eval, ensemble, predict, export): the paper's test-time crops
+    (4.1) and which checkpoint."""
+
+    crops: CropCount = 10  # 10: the four corners, the center and their reflections (4.1); 1: the center alone
+    checkpoint: str = "best"  # best, last, or a checkpoint file (an ensemble's members: best or last)
+    batch_size: int = setting(64, min=1)  # images per batch; each gives `crops` patches
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.checkpoint.strip():
+            raise UserError("--checkpoint '' names no checkpoint: give best, last or a checkpoint file.")
+
+    def member_checkpoint(self) -> str:
+        """The checkpoint each member of an ensemble contributes: best or last (a file names one run's)."""
+        if self.checkpoint not in ("best", "last"):
+            raise UserError(f"--checkpoint {self.checkpoint}: an ensemble takes best or last from each member.")
+        return self.checkpoint
 
 
 def to_dict(obj) -> dict:

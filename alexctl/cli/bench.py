@@ -3,85 +3,122 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, JSON, MODEL, emit, runtime_options, with_runtime
-
-
-@with_runtime(
-    "devices",
-    "precision",
-    "channels_last",
-    "compile",
-    "cuda_graphs",
-    "decode",
-    "residency",
-    "workers",
-    "lrn_impl",
-    "conv_form",
+from alexctl.cli.options import (
+    DATA,
+    MODEL,
+    ChannelsLast,
+    Compile,
+    ConvFormOption,
+    CudaGraphs,
+    DecodeOption,
+    Devices,
+    Json,
+    LrnImplOption,
+    PrecisionOption,
+    R,
+    ResidencyOption,
+    Workers,
+    emit,
 )
-def command(
-    ctx: typer.Context,
-    data: Path = typer.Option(
-        None,
+from alexctl.config import RuntimeOptions
+
+Data = Annotated[
+    Path,
+    typer.Option(
         "--data",
         metavar="DIR",
         rich_help_panel=DATA,
         show_default=False,
         help="Data directory to read (default: generate a small one).",
     ),
-    preprocess_source: Path = typer.Option(
-        None,
+]
+PreprocessSource = Annotated[
+    Path,
+    typer.Option(
         "--preprocess",
         metavar="SOURCE",
         rich_help_panel=DATA,
         show_default=False,
         help="Instead: time preprocess's image path against a naive PIL loop on the images of this SOURCE, per core.",
     ),
-    width: float = typer.Option(
-        None,
+]
+Width = Annotated[
+    float,
+    typer.Option(
         "--width",
         metavar="X",
         rich_help_panel=MODEL,
         show_default=False,
         help="Network width (default: 1.0, the paper's, on CUDA; 0.125 on the CPU).",
     ),
-    batch_size: int = typer.Option(
-        None,
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(
         "--batch-size",
         metavar="N",
         rich_help_panel=MODEL,
         show_default=False,
         help="Default 256 on CUDA, 16 on the CPU.",
     ),
-    steps: int = typer.Option(
-        None,
+]
+Steps = Annotated[
+    int,
+    typer.Option(
         "--steps",
         metavar="N",
         rich_help_panel=MODEL,
         show_default=False,
         help="Batches per timed window (default 20 on CUDA, 2 on the CPU).",
     ),
-    warmup: int = typer.Option(
-        None,
+]
+Warmup = Annotated[
+    int,
+    typer.Option(
         "--warmup",
         metavar="N",
         rich_help_panel=MODEL,
         show_default=False,
         help="Batches before timing (default 10 on CUDA, 1 on the CPU).",
     ),
-    repeats: int = typer.Option(
-        3, "--repeats", metavar="N", rich_help_panel=MODEL, help="Timed windows; the median is reported."
+]
+Repeats = Annotated[
+    int,
+    typer.Option("--repeats", metavar="N", rich_help_panel=MODEL, help="Timed windows; the median is reported."),
+]
+Stock = Annotated[
+    bool,
+    typer.Option(
+        "--stock/--no-stock", rich_help_panel=MODEL, help="Also measure the stock torchvision pipeline (the baseline)."
     ),
-    stock: bool = typer.Option(
-        True,
-        "--stock/--no-stock",
-        rich_help_panel=MODEL,
-        help="Also measure the stock torchvision pipeline (the baseline).",
-    ),
-    as_json: bool = JSON,
-    **runtime,
+]
+
+
+def command(
+    ctx: typer.Context,
+    data: Data = None,
+    preprocess_source: PreprocessSource = None,
+    width: Width = None,
+    batch_size: BatchSize = None,
+    steps: Steps = None,
+    warmup: Warmup = None,
+    repeats: Repeats = 3,
+    stock: Stock = True,
+    as_json: Json = False,
+    devices: Devices = R.devices,
+    precision: PrecisionOption = R.precision,
+    channels_last: ChannelsLast = R.channels_last,
+    compile: Compile = R.compile,
+    cuda_graphs: CudaGraphs = R.cuda_graphs,
+    decode: DecodeOption = R.decode,
+    residency: ResidencyOption = R.residency,
+    workers: Workers = R.workers,
+    lrn_impl: LrnImplOption = R.lrn_impl,
+    conv_form: ConvFormOption = R.conv_form,
 ) -> None:
     """Measure, in one run on the same images, the data path alone, the network on synthetic input,
     end-to-end training, ten-crop evaluation and the stock torchvision pipeline, and say which stage
@@ -124,7 +161,20 @@ def command(
         return
     from alexctl.benchmarking.bench import bench
 
-    runtime = device.resolve(runtime_options(ctx.params))
+    runtime = device.resolve(
+        RuntimeOptions(
+            devices=devices,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            decode=decode,
+            residency=residency,
+            workers=workers,
+            lrn_impl=lrn_impl,
+            conv_form=conv_form,
+        )
+    )
     cuda = runtime.is_cuda
     result = bench(
         data,

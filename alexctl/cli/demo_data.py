@@ -10,38 +10,54 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, JSON, OUTPUT, emit
+from alexctl.cli.options import DATA, OUTPUT, Json, emit
 from alexctl.data import demo
 from alexctl.errors import UserError
 from alexctl.rundir import TMP_MARK
 
-
-def command(
-    out_dir: Path = typer.Argument(
-        ..., metavar="DIR", help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."
-    ),
-    classes: int = typer.Option(
-        6,
+OutDirArg = Annotated[
+    Path,
+    typer.Argument(metavar="DIR", help="Folder to write: DIR/<class>/<class>_0000.JPEG and DIR/synsets.txt."),
+]
+Classes = Annotated[
+    int,
+    typer.Option(
         "--classes",
         metavar="N",
         rich_help_panel=DATA,
         help=f"How many classes (shapes and textures, 2 to {demo.MAX_CLASSES}), in a fixed order.",
     ),
-    per_class: int = typer.Option(120, "--per-class", metavar="N", rich_help_panel=DATA, help="Images per class."),
-    seed: int = typer.Option(
-        0, "--seed", metavar="N", rich_help_panel=DATA, help="The same seed writes the same bytes."
-    ),
-    force: bool = typer.Option(
-        False,
+]
+PerClass = Annotated[
+    int,
+    typer.Option("--per-class", metavar="N", rich_help_panel=DATA, help="Images per class."),
+]
+Seed = Annotated[
+    int,
+    typer.Option("--seed", metavar="N", rich_help_panel=DATA, help="The same seed writes the same bytes."),
+]
+Force = Annotated[
+    bool,
+    typer.Option(
         "--force",
         rich_help_panel=OUTPUT,
         help="Write into a non-empty DIR, replacing what an earlier demo-data run wrote there "
         "(class folders, synsets.txt) and keeping anything else.",
     ),
-    as_json: bool = JSON,
+]
+
+
+def command(
+    out_dir: OutDirArg,
+    classes: Classes = 6,
+    per_class: PerClass = 120,
+    seed: Seed = 0,
+    force: Force = False,
+    as_json: Json = False,
 ) -> None:
     """Write a small labelled set of generated JPEGs (one shape or texture per class, random colours,
     many image sizes, some grayscale) for trying the whole pipeline without downloading ImageNet.

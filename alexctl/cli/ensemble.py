@@ -3,53 +3,85 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, FORCE, JSON, OUTPUT, emit, error_line, runtime_options, with_runtime
+from alexctl.cli.options import (
+    DATA,
+    INF,
+    OUTPUT,
+    BatchSize,
+    ChannelsLast,
+    CheckpointName,
+    ConvFormOption,
+    Crops,
+    DecodeOption,
+    Devices,
+    Force,
+    Json,
+    LrnImplOption,
+    PrecisionOption,
+    R,
+    ResidencyOption,
+    Workers,
+    emit,
+    error_line,
+)
+from alexctl.config import InferenceOptions, RuntimeOptions
 from alexctl.console import progress
 
-
-@with_runtime("devices", "precision", "channels_last", "decode", "residency", "workers", "lrn_impl", "conv_form")
-def command(
-    ctx: typer.Context,
-    members: list[Path] = typer.Argument(
-        ...,
+MembersArg = Annotated[
+    list[Path],
+    typer.Argument(
         metavar="RUN_DIR",
         help="Run directories (or earlier ensembles, "
         "which stand for their own members) to average: two models or more.",
     ),
-    out: Path = typer.Option(
-        ...,
+]
+Out = Annotated[
+    Path,
+    typer.Option(
         "--out",
         metavar="DIR",
         rich_help_panel=OUTPUT,
         help="Directory for the ensemble's predictions, metrics and run.json.",
     ),
-    data: Path = typer.Option(
-        None,
+]
+Data = Annotated[
+    Path,
+    typer.Option(
         "--data",
         metavar="DIR",
         rich_help_panel=DATA,
         show_default=False,
         help="Data directory (default: the one each member trained on).",
     ),
-    split: str = typer.Option(
-        "val", "--split", metavar="SPLIT", rich_help_panel=DATA, help="Split the members predicted."
-    ),
-    crops: Literal["10", "1"] = typer.Option(
-        "10", "--crops", rich_help_panel=DATA, help="Which of the members' predictions: 10 or 1 crops."
-    ),
-    checkpoint: Literal["best", "last"] = typer.Option(
-        "best", "--checkpoint", rich_help_panel=DATA, help="Each member's best or last checkpoint."
-    ),
-    batch_size: int = typer.Option(
-        64, "--batch-size", metavar="N", rich_help_panel=DATA, help="For members evaluated now."
-    ),
-    force: bool = FORCE,
-    as_json: bool = JSON,
-    **runtime,
+]
+Split = Annotated[
+    str,
+    typer.Option("--split", metavar="SPLIT", rich_help_panel=DATA, help="Split the members predicted."),
+]
+
+
+def command(
+    members: MembersArg,
+    out: Out,
+    data: Data = None,
+    split: Split = "val",
+    crops: Crops = "10",
+    checkpoint: CheckpointName = INF.checkpoint,
+    batch_size: BatchSize = INF.batch_size,
+    force: Force = False,
+    as_json: Json = False,
+    devices: Devices = R.devices,
+    precision: PrecisionOption = R.precision,
+    channels_last: ChannelsLast = R.channels_last,
+    decode: DecodeOption = R.decode,
+    residency: ResidencyOption = R.residency,
+    workers: Workers = R.workers,
+    lrn_impl: LrnImplOption = R.lrn_impl,
+    conv_form: ConvFormOption = R.conv_form,
 ) -> None:
     """Average the softmax predictions of several networks (the paper's 5 and 7 CNNs), each model
     weighing the same. Members without predictions for the split and crops are evaluated first.
@@ -60,21 +92,30 @@ def command(
         alexctl ensemble runs/seed0 runs/seed1 runs/seed2 runs/seed3 runs/seed4 --out runs/ensemble5
     """
     from alexctl import device
-    from alexctl.errors import UserError
     from alexctl.inference.ensemble import ensemble
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size} must be at least 1.")
-    runtime = device.resolve(runtime_options(ctx.params))
+    inference = InferenceOptions(crops=int(crops), checkpoint=checkpoint, batch_size=batch_size)
+    runtime = device.resolve(
+        RuntimeOptions(
+            devices=devices,
+            precision=precision,
+            channels_last=channels_last,
+            decode=decode,
+            residency=residency,
+            workers=workers,
+            lrn_impl=lrn_impl,
+            conv_form=conv_form,
+        )
+    )
     summary = ensemble(
         members,
         out,
         data_dir=data,
         split=split,
-        crops=int(crops),
-        checkpoint_name=checkpoint,
+        crops=inference.crops,
+        checkpoint_name=inference.member_checkpoint(),
         runtime=runtime,
-        batch_size=batch_size,
+        batch_size=inference.batch_size,
         force=force,
         progress=progress,
     )

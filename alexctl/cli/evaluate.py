@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, FORCE, JSON, OUTPUT, emit, error_line, runtime_options, with_runtime
+from alexctl.cli.options import (
+    DATA,
+    INF,
+    OUTPUT,
+    BatchSize,
+    ChannelsLast,
+    CheckpointName,
+    Compile,
+    ConvFormOption,
+    Crops,
+    CudaGraphs,
+    DecodeOption,
+    Devices,
+    Force,
+    Json,
+    LrnImplOption,
+    PrecisionOption,
+    R,
+    ResidencyOption,
+    Workers,
+    emit,
+    error_line,
+)
+from alexctl.config import InferenceOptions, RuntimeOptions
 from alexctl.console import progress
 
-Crops = Literal["10", "1"]
-
-
-@with_runtime(
-    "devices",
-    "precision",
-    "channels_last",
-    "compile",
-    "cuda_graphs",
-    "decode",
-    "residency",
-    "workers",
-    "lrn_impl",
-    "conv_form",
-)
-def command(
-    ctx: typer.Context,
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
-    data: Path = typer.Option(
-        None,
+RunDirArg = Annotated[
+    Path,
+    typer.Argument(metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
+]
+Data = Annotated[
+    Path,
+    typer.Option(
         "--data",
         metavar="DIR",
         rich_help_panel=DATA,
@@ -37,29 +47,42 @@ def command(
         help="Data directory (default: the one the run trained on). Another one's results "
         "are kept apart: eval/<split>-<crops>crop@<data>-<identity>.json.",
     ),
-    split: str = typer.Option("val", "--split", metavar="SPLIT", rich_help_panel=DATA, help="Split to evaluate."),
-    crops: Crops = typer.Option(
-        "10",
-        "--crops",
-        rich_help_panel=DATA,
-        help="10: the paper's four corners, center and reflections; 1: the center crop alone.",
-    ),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", metavar="NAME", rich_help_panel=DATA, help="best, last, or a checkpoint file."
-    ),
-    batch_size: int = typer.Option(
-        64, "--batch-size", metavar="N", rich_help_panel=DATA, help="Images per batch (each gives `crops` patches)."
-    ),
-    top5: int = typer.Option(
-        0,
+]
+Split = Annotated[
+    str,
+    typer.Option("--split", metavar="SPLIT", rich_help_panel=DATA, help="Split to evaluate."),
+]
+Top5 = Annotated[
+    int,
+    typer.Option(
         "--top5",
         metavar="N",
         rich_help_panel=OUTPUT,
         help="Also write the five most probable classes of the first N images (the paper's Figure 4, left, in text).",
     ),
-    force: bool = FORCE,
-    as_json: bool = JSON,
-    **runtime,
+]
+
+
+def command(
+    run_dir: RunDirArg,
+    data: Data = None,
+    split: Split = "val",
+    crops: Crops = "10",
+    checkpoint: CheckpointName = INF.checkpoint,
+    batch_size: BatchSize = INF.batch_size,
+    top5: Top5 = 0,
+    force: Force = False,
+    as_json: Json = False,
+    devices: Devices = R.devices,
+    precision: PrecisionOption = R.precision,
+    channels_last: ChannelsLast = R.channels_last,
+    compile: Compile = R.compile,
+    cuda_graphs: CudaGraphs = R.cuda_graphs,
+    decode: DecodeOption = R.decode,
+    residency: ResidencyOption = R.residency,
+    workers: Workers = R.workers,
+    lrn_impl: LrnImplOption = R.lrn_impl,
+    conv_form: ConvFormOption = R.conv_form,
 ) -> None:
     """Ten-crop top-1/top-5 error of a trained run (the paper's test protocol), and the per-image
     predictions that `alexctl ensemble` averages. The same checkpoint on the same data is evaluated
@@ -76,19 +99,31 @@ def command(
     from alexctl.errors import UserError
     from alexctl.inference.evaluate import evaluate
 
-    if batch_size < 1 or top5 < 0:
-        raise UserError(
-            f"--batch-size {batch_size} must be at least 1." if batch_size < 1 else f"--top5 {top5} must be 0 or more."
+    inference = InferenceOptions(crops=int(crops), checkpoint=checkpoint, batch_size=batch_size)
+    if top5 < 0:
+        raise UserError(f"--top5 {top5} must be 0 or more.")
+    runtime = device.resolve(
+        RuntimeOptions(
+            devices=devices,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            decode=decode,
+            residency=residency,
+            workers=workers,
+            lrn_impl=lrn_impl,
+            conv_form=conv_form,
         )
-    runtime = device.resolve(runtime_options(ctx.params))
+    )
     summary = evaluate(
         run_dir,
         data_dir=data,
         split=split,
-        crops=int(crops),
-        checkpoint_name=checkpoint,
+        crops=inference.crops,
+        checkpoint_name=inference.checkpoint,
         runtime=runtime,
-        batch_size=batch_size,
+        batch_size=inference.batch_size,
         top5=top5,
         force=force,
         progress=progress,

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, JSON, MODEL, OUTPUT, emit
+from alexctl.cli.options import INF, OUTPUT, CheckpointName, Crops, Json, emit
+from alexctl.config import InferenceOptions
 
-
-def command(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
-    out: Path = typer.Option(
-        ...,
+RunDirArg = Annotated[
+    Path,
+    typer.Argument(metavar="RUN_DIR", help="Run directory written by `alexctl train`."),
+]
+Out = Annotated[
+    Path,
+    typer.Option(
         "--out",
         metavar="DIR",
         rich_help_panel=OUTPUT,
         show_default=False,
         help="Folder to write: the model files, classes.json and (last) manifest.json.",
     ),
-    formats: str = typer.Option(
-        "all",
+]
+Formats = Annotated[
+    str,
+    typer.Option(
         "--format",
         metavar="FORMATS",
         rich_help_panel=OUTPUT,
@@ -29,22 +34,23 @@ def command(
         "export extra: pip install 'alexctl[export]'); state-dict: the weights, class list, "
         "mean image and model config (torch.load). Comma-separated, or all.",
     ),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", metavar="NAME", rich_help_panel=MODEL, help="best, last, or a checkpoint file."
+]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force", rich_help_panel=OUTPUT, help="Write into a non-empty --out, replacing an earlier export's files."
     ),
-    crops: Literal["10", "1"] = typer.Option(
-        "10",
-        "--crops",
-        rich_help_panel=DATA,
-        help="Inside the model: 10, the paper's four corners, center and reflections; 1, the center crop alone.",
-    ),
-    force: bool = typer.Option(
-        False,
-        "--force",
-        rich_help_panel=OUTPUT,
-        help="Write into a non-empty --out, replacing an earlier export's files.",
-    ),
-    as_json: bool = JSON,
+]
+
+
+def command(
+    run_dir: RunDirArg,
+    out: Out,
+    formats: Formats = "all",
+    checkpoint: CheckpointName = INF.checkpoint,
+    crops: Crops = "10",
+    force: Force = False,
+    as_json: Json = False,
 ) -> None:
     """Write a trained network in forms other tools load without alexctl, each with the test-time
     processing inside: input uint8 (N, 3, 256, 256) RGB, already rescaled to 256 on the shorter side
@@ -63,7 +69,10 @@ def command(
     from alexctl.inference.export import FORMATS, export
 
     chosen = FORMATS if formats.strip() == "all" else tuple(f.strip() for f in formats.split(",") if f.strip())
-    summary = export(run_dir, out, formats=chosen, crops=int(crops), checkpoint_name=checkpoint, force=force)
+    inference = InferenceOptions(crops=int(crops), checkpoint=checkpoint)
+    summary = export(
+        run_dir, out, formats=chosen, crops=inference.crops, checkpoint_name=inference.checkpoint, force=force
+    )
     lines = [
         f"{run_dir} ({Path(summary['checkpoint']).name}, epoch {summary['checkpoint_epoch']}) exported to {out}, "
         f"{summary['crops']} crop{'s' if summary['crops'] > 1 else ''} inside, in "

@@ -1,179 +1,209 @@
-"""Options that several commands share, how a command learns which options were typed, and the
-one way every command prints its summary."""
+"""Options that several commands share (declared once, as types), how a command learns which options were typed,
+and the one way every command prints its summary."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import sys
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from alexctl import __version__
-from alexctl.config import CheckpointOptions, ConvForm, Decode, LrnImpl, Precision, Residency, RuntimeOptions, Switch
+from alexctl.config import (
+    CheckpointOptions,
+    ConvForm,
+    Decode,
+    InferenceOptions,
+    LrnImpl,
+    Precision,
+    Residency,
+    RuntimeOptions,
+    Switch,
+)
 
-DATA, MODEL, OPTIMISATION, CHECKPOINTS, RUNTIME, OUTPUT = (
+DATA, MODEL, OPTIMISATION, CHECKPOINTS, INFERENCE, RUNTIME, OUTPUT = (
     "Data",
     "Model",
     "Optimisation",
     "Checkpoints",
+    "Inference",
     "Runtime",
     "Output",
 )
 
-JSON = typer.Option(
-    False,
-    "--json",
-    rich_help_panel=OUTPUT,
-    help="Print one JSON object (the summary, or the error) on stdout and nothing else.",
-)
-FORCE = typer.Option(False, "--force", rich_help_panel=OUTPUT, help="Redo work that is already complete.")
+# Each option that several commands take is declared once, here, as a type: `devices: Devices = R.devices`.
+# A command lists the ones it takes and builds its settings (alexctl.config) from them, so a reader and a
+# type checker can follow every option from the flag to the code that uses it.
+Json = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        rich_help_panel=OUTPUT,
+        help="Print one JSON object (the summary, or the error) on stdout and nothing else.",
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Redo work that is already complete.")]
 
-_R = RuntimeOptions()
-# Where and how the network runs (alexctl.device); shared by train, eval, ensemble, predict, report and bench.
-DEVICES = typer.Option(
-    _R.devices,
-    "--devices",
-    metavar="DEVICES",
-    rich_help_panel=RUNTIME,
-    help="auto, cpu, cuda:0, or two devices for the paper's two-column split (cuda:0,cuda:1). "
-    "Under torchrun: rank 0's devices.",
-)
-PRECISION: Precision = typer.Option(
-    _R.precision,
-    "--precision",
-    rich_help_panel=RUNTIME,
-    help="auto (bf16 autocast with TF32 on CUDA, fp32 on the CPU), fp32 or bf16.",
-)
-CHANNELS_LAST: Switch = typer.Option(
-    _R.channels_last,
-    "--channels-last",
-    rich_help_panel=RUNTIME,
-    help="Channels-last memory layout: auto (on for CUDA), on or off.",
-)
-COMPILE = typer.Option(
-    _R.compile,
-    "--compile/--no-compile",
-    rich_help_panel=RUNTIME,
-    help="torch.compile the training step's forward and loss, and evaluation's forward.",
-)
-CUDA_GRAPHS = typer.Option(
-    _R.cuda_graphs,
-    "--cuda-graphs/--no-cuda-graphs",
-    rich_help_panel=RUNTIME,
-    help="With --compile on CUDA: replay the compiled step as CUDA graphs (mode reduce-overhead).",
-)
-DECODE: Decode = typer.Option(
-    _R.decode,
-    "--decode",
-    rich_help_panel=RUNTIME,
-    help="JPEG decoding: auto (gpu on CUDA, else cpu), cpu (libjpeg-turbo: loader "
-    "workers or threads) or gpu (nvJPEG, in batches on the device).",
-)
-RESIDENCY: Residency = typer.Option(
-    _R.residency,
-    "--residency",
-    rich_help_panel=RUNTIME,
-    help="Where a split is held while it is read: auto (picked by size, and said), "
-    "disk (shards, loader workers), jpeg (encoded bytes in memory, decoded on the "
-    "device), decoded (pixels on the device).",
-)
-LOADER_WORKERS = typer.Option(
-    _R.workers,
-    "--workers",
-    metavar="N",
-    rich_help_panel=RUNTIME,
-    help="Data loader processes (-1: auto, 0: in this process).",
-)
-LRN_IMPL: LrnImpl = typer.Option(
-    _R.lrn_impl,
-    "--lrn-impl",
-    rich_help_panel=RUNTIME,
-    help="How LRN is computed: auto (Triton on CUDA, else torch), reference, torch, "
-    "triton. The same function either way.",
-)
-CONV_FORM: ConvForm = typer.Option(
-    _R.conv_form,
-    "--conv-form",
-    rich_help_panel=RUNTIME,
-    help="Form of the grouped convolutions: auto (measured on CUDA), groups, split, "
-    "blockdiag. The same function and weights either way.",
-)
-DETERMINISTIC = typer.Option(
-    _R.deterministic,
-    "--deterministic",
-    rich_help_panel=RUNTIME,
-    help="Deterministic kernels: a resumed run ends bit-identical on the CPU.",
-)
+# ---------------------------------------------------------------- where and how the network runs (alexctl.device)
+R = RuntimeOptions()  # the defaults
+Devices = Annotated[
+    str,
+    typer.Option(
+        "--devices",
+        metavar="DEVICES",
+        rich_help_panel=RUNTIME,
+        help="auto, cpu, cuda:0, or two devices for the paper's two-column split (cuda:0,cuda:1). "
+        "Under torchrun: rank 0's devices.",
+    ),
+]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        rich_help_panel=RUNTIME,
+        help="auto (bf16 autocast with TF32 on CUDA, fp32 on the CPU), fp32 or bf16.",
+    ),
+]
+ChannelsLast = Annotated[
+    Switch,
+    typer.Option(
+        "--channels-last", rich_help_panel=RUNTIME, help="Channels-last memory layout: auto (on for CUDA), on or off."
+    ),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        rich_help_panel=RUNTIME,
+        help="torch.compile the training step's forward and loss, and evaluation's forward.",
+    ),
+]
+CudaGraphs = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        rich_help_panel=RUNTIME,
+        help="With --compile on CUDA: replay the compiled step as CUDA graphs (mode reduce-overhead).",
+    ),
+]
+DecodeOption = Annotated[
+    Decode,
+    typer.Option(
+        "--decode",
+        rich_help_panel=RUNTIME,
+        help="JPEG decoding: auto (gpu on CUDA, else cpu), cpu (libjpeg-turbo: loader "
+        "workers or threads) or gpu (nvJPEG, in batches on the device).",
+    ),
+]
+ResidencyOption = Annotated[
+    Residency,
+    typer.Option(
+        "--residency",
+        rich_help_panel=RUNTIME,
+        help="Where a split is held while it is read: auto (picked by size, and said), "
+        "disk (shards, loader workers), jpeg (encoded bytes in memory, decoded on the "
+        "device), decoded (pixels on the device).",
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        metavar="N",
+        rich_help_panel=RUNTIME,
+        help="Data loader processes (-1: auto, 0: in this process).",
+    ),
+]
+LrnImplOption = Annotated[
+    LrnImpl,
+    typer.Option(
+        "--lrn-impl",
+        rich_help_panel=RUNTIME,
+        help="How LRN is computed: auto (Triton on CUDA, else torch), reference, torch, "
+        "triton. The same function either way.",
+    ),
+]
+ConvFormOption = Annotated[
+    ConvForm,
+    typer.Option(
+        "--conv-form",
+        rich_help_panel=RUNTIME,
+        help="Form of the grouped convolutions: auto (measured on CUDA), groups, split, "
+        "blockdiag. The same function and weights either way.",
+    ),
+]
+Deterministic = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        rich_help_panel=RUNTIME,
+        help="Deterministic kernels: a resumed run ends bit-identical on the CPU.",
+    ),
+]
 
-# name: (annotation, option). The runtime settings (config.RuntimeOptions) as command-line options.
-RUNTIME_OPTIONS = {
-    "devices": (str, DEVICES),
-    "precision": (Precision, PRECISION),
-    "channels_last": (Switch, CHANNELS_LAST),
-    "compile": (bool, COMPILE),
-    "cuda_graphs": (bool, CUDA_GRAPHS),
-    "decode": (Decode, DECODE),
-    "residency": (Residency, RESIDENCY),
-    "workers": (int, LOADER_WORKERS),
-    "lrn_impl": (LrnImpl, LRN_IMPL),
-    "conv_form": (ConvForm, CONV_FORM),
-    "deterministic": (bool, DETERMINISTIC),
-}
+# ---------------------------------------------------------------- how a trained network is run (eval, ensemble, ...)
+INF = InferenceOptions()  # the defaults
+CropChoice = Literal["10", "1"]  # typer offers string choices; InferenceOptions takes the number
+Crops = Annotated[
+    CropChoice,
+    typer.Option(
+        "--crops",
+        rich_help_panel=INFERENCE,
+        help="10: the paper's four corners, center and reflections; 1: the center crop alone.",
+    ),
+]
+CheckpointName = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint",
+        metavar="NAME",
+        rich_help_panel=INFERENCE,
+        help="best, last, or a checkpoint file (an ensemble and its members: best or last).",
+    ),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", metavar="N", rich_help_panel=INFERENCE, help="Images per batch (each gives `crops` patches)."
+    ),
+]
 
-
-def with_runtime(*names: str):
-    """Add the runtime options `names` (all of them by default) to a command. They are declared once, here:
-    the command takes them as **runtime and builds its RuntimeOptions with runtime_options(ctx.params)."""
-
-    def decorate(command):
-        signature = inspect.signature(command)
-        kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        added = []
-        for name in names or tuple(RUNTIME_OPTIONS):
-            annotation, option = RUNTIME_OPTIONS[name]
-            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
-            command.__annotations__[name] = annotation
-        command.__signature__ = signature.replace(parameters=kept + added)
-        return command
-
-    return decorate
-
-
-_C = CheckpointOptions()
-KEEP = typer.Option(
-    _C.keep,
-    "--keep",
-    metavar="N",
-    rich_help_panel=CHECKPOINTS,
-    help="Epoch checkpoints kept besides last.pt and best.pt.",
-)
-CHECKPOINT_MINUTES = typer.Option(
-    _C.checkpoint_minutes,
-    "--checkpoint-minutes",
-    metavar="X",
-    rich_help_panel=CHECKPOINTS,
-    help="Save last.pt mid-epoch this often (0: off).",
-)
-CHECKPOINT_STEPS = typer.Option(
-    _C.checkpoint_steps,
-    "--checkpoint-steps",
-    metavar="N",
-    rich_help_panel=CHECKPOINTS,
-    help="Save last.pt every N steps (0: off).",
-)
-CHECKPOINT_EPOCHS = typer.Option(
-    _C.checkpoint_epochs,
-    "--checkpoint-epochs",
-    metavar="N",
-    rich_help_panel=CHECKPOINTS,
-    help="Write the epoch-end checkpoints (epoch-N.pt, best.pt, last.pt) every N epochs and "
-    "after the last; the metrics every epoch. For short epochs on a fast GPU.",
-)
+# ---------------------------------------------------------------- when train writes checkpoints
+C = CheckpointOptions()  # the defaults
+Keep = Annotated[
+    int,
+    typer.Option(
+        "--keep", metavar="N", rich_help_panel=CHECKPOINTS, help="Epoch checkpoints kept besides last.pt and best.pt."
+    ),
+]
+CheckpointMinutes = Annotated[
+    float,
+    typer.Option(
+        "--checkpoint-minutes",
+        metavar="X",
+        rich_help_panel=CHECKPOINTS,
+        help="Save last.pt mid-epoch this often (0: off).",
+    ),
+]
+CheckpointSteps = Annotated[
+    int,
+    typer.Option(
+        "--checkpoint-steps", metavar="N", rich_help_panel=CHECKPOINTS, help="Save last.pt every N steps (0: off)."
+    ),
+]
+CheckpointEpochs = Annotated[
+    int,
+    typer.Option(
+        "--checkpoint-epochs",
+        metavar="N",
+        rich_help_panel=CHECKPOINTS,
+        help="Write the epoch-end checkpoints (epoch-N.pt, best.pt, last.pt) every N epochs and "
+        "after the last; the metrics every epoch. For short epochs on a fast GPU.",
+    ),
+]
 
 
 def given(ctx: typer.Context) -> dict[str, Any]:
@@ -183,16 +213,6 @@ def given(ctx: typer.Context) -> dict[str, Any]:
         for name, value in ctx.params.items()
         if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
     }
-
-
-def pick(cls, params: dict[str, Any]):
-    """The settings dataclass `cls` built from the parameters of the same names (validated on creation)."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in params.items() if k in names})
-
-
-def runtime_options(params: dict[str, Any]) -> RuntimeOptions:
-    return pick(RuntimeOptions, params)
 
 
 def emit(

@@ -9,28 +9,46 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 
-from alexctl.cli.options import DATA, JSON, MODEL, OUTPUT, RUNTIME, emit, given, runtime_options, with_runtime
+from alexctl.cli.options import (
+    INF,
+    MODEL,
+    OUTPUT,
+    RUNTIME,
+    BatchSize,
+    ChannelsLast,
+    CheckpointName,
+    Compile,
+    ConvFormOption,
+    Crops,
+    Devices,
+    Json,
+    LrnImplOption,
+    PrecisionOption,
+    R,
+    emit,
+    given,
+)
+from alexctl.config import InferenceOptions, RuntimeOptions
 
-Crops = Literal["10", "1"]
 Format = Literal["table", "csv", "jsonl"]
 
 
-@with_runtime("devices", "precision", "channels_last", "compile", "lrn_impl", "conv_form")
-def command(
-    ctx: typer.Context,
-    sources: list[str] = typer.Argument(
-        ...,
+SourcesArg = Annotated[
+    list[str],
+    typer.Argument(
         metavar="SOURCE",
         show_default=False,
         help="Image files (JPEG, PNG, ...), folders (searched recursively), tars, "
         "or - to read paths from stdin, one a line.",
     ),
-    run: Path = typer.Option(
-        ...,
+]
+Run = Annotated[
+    Path,
+    typer.Option(
         "--run",
         metavar="DIR",
         rich_help_panel=MODEL,
@@ -38,49 +56,50 @@ def command(
         help="A run directory written by `alexctl train`, or an ensemble directory (the "
         "average of its runs' probabilities, as `alexctl ensemble`).",
     ),
-    checkpoint: str = typer.Option(
-        "best",
-        "--checkpoint",
-        metavar="NAME",
-        rich_help_panel=MODEL,
-        help="best, last, or a checkpoint file (an ensemble: best or last).",
+]
+TopK = Annotated[
+    int,
+    typer.Option(
+        "--top-k", metavar="N", rich_help_panel=OUTPUT, help="How many of the most probable classes to show per image."
     ),
-    crops: Crops = typer.Option(
-        "10",
-        "--crops",
-        rich_help_panel=DATA,
-        help="10: the paper's four corners, center and reflections; 1: the center crop alone.",
-    ),
-    batch_size: int = typer.Option(
-        64,
-        "--batch-size",
-        metavar="N",
-        rich_help_panel=DATA,
-        help="Images per batch (each gives `crops` patches); results print per batch.",
-    ),
-    top_k: int = typer.Option(
-        5,
-        "--top-k",
-        metavar="N",
-        rich_help_panel=OUTPUT,
-        help="How many of the most probable classes to show per image.",
-    ),
-    output_format: Format = typer.Option(
-        "table",
+]
+OutputFormat = Annotated[
+    Format,
+    typer.Option(
         "--format",
         rich_help_panel=OUTPUT,
         help="table (for a person), csv (a header, then one row per image) or "
         "jsonl (one JSON object per image), on stdout as each batch is done.",
     ),
-    workers: int = typer.Option(
-        -1,
+]
+Workers = Annotated[
+    int,
+    typer.Option(
         "--workers",
         metavar="N",
         rich_help_panel=RUNTIME,
         help="Threads decoding and resizing the images (-1: all cores but one).",
     ),
-    as_json: bool = JSON,
-    **runtime,
+]
+
+
+def command(
+    ctx: typer.Context,
+    sources: SourcesArg,
+    run: Run,
+    checkpoint: CheckpointName = INF.checkpoint,
+    crops: Crops = "10",
+    batch_size: BatchSize = INF.batch_size,
+    top_k: TopK = 5,
+    output_format: OutputFormat = "table",
+    workers: Workers = -1,
+    as_json: Json = False,
+    devices: Devices = R.devices,
+    precision: PrecisionOption = R.precision,
+    channels_last: ChannelsLast = R.channels_last,
+    compile: Compile = R.compile,
+    lrn_impl: LrnImplOption = R.lrn_impl,
+    conv_form: ConvFormOption = R.conv_form,
 ) -> None:
     """Classify images with a trained run or an ensemble, as the paper tests: the shorter side rescaled
     to 256, the central 256x256, the ten 224x224 patches (or the center one) minus the training set's
@@ -104,12 +123,9 @@ def command(
     from alexctl.inference.classify import classify, load_classifier, top_classes
 
     started = time.monotonic()
-    if batch_size < 1 or top_k < 1:
-        raise UserError(
-            f"--batch-size {batch_size} must be at least 1."
-            if batch_size < 1
-            else f"--top-k {top_k} must be at least 1."
-        )
+    inference = InferenceOptions(crops=int(crops), checkpoint=checkpoint, batch_size=batch_size)
+    if top_k < 1:
+        raise UserError(f"--top-k {top_k} must be at least 1.")
     if as_json and "output_format" in given(ctx):
         raise UserError(f"--json prints one summary object on stdout; leave out --format {output_format} (or --json).")
     if sources.count("-") > 1:
@@ -121,9 +137,18 @@ def command(
             "no image file found: "
             + (f"none of the {len(listed)} paths on stdin exists." if listed else "stdin listed no paths.")
         )
-    runtime = device.resolve(runtime_options(ctx.params))
+    runtime = device.resolve(
+        RuntimeOptions(
+            devices=devices,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            lrn_impl=lrn_impl,
+            conv_form=conv_form,
+        )
+    )
     device.configure(runtime)
-    classifier = load_classifier(run, checkpoint, runtime)
+    classifier = load_classifier(run, inference.checkpoint, runtime)
     k = min(top_k, len(classifier.classes))
     out = None if as_json else _writer(output_format, k, files, classifier.names)
     skipped, results = [], []
@@ -134,8 +159,9 @@ def command(
 
     for name, reason in missing:
         skip(name, reason)
-    batches = [np.arange(i, min(i + batch_size, len(files))) for i in range(0, len(files), batch_size)]
-    show = progress if len(files) > batch_size else no_progress  # a handful of images needs no progress lines
+    size = inference.batch_size
+    batches = [np.arange(i, min(i + size, len(files))) for i in range(0, len(files), size)]
+    show = progress if len(files) > size else no_progress  # a handful of images needs no progress lines
     tick = time.monotonic()
     with (
         show("predict", len(files)) as bar,
@@ -147,7 +173,9 @@ def command(
             skip=lambda i, reason: (skip(files[i].name, reason), bar.advance(1)),
         ) as source,
     ):
-        for indices, probs in classify(classifier, source, batches, crops=int(crops), runtime=runtime, progress=bar):
+        for indices, probs in classify(
+            classifier, source, batches, crops=inference.crops, runtime=runtime, progress=bar
+        ):
             rows = [
                 {
                     "image": files[i].name,
@@ -168,7 +196,7 @@ def command(
         "run_dir": str(run),
         "checkpoints": [str(m.checkpoint) for m in classifier.members],
         "members": len(classifier.members),
-        "crops": int(crops),
+        "crops": inference.crops,
         "top_k": k,
         "images": len(files) + len(missing),
         "predicted": predicted,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 
-from alexctl.cli.options import DATA, FORCE, JSON, OUTPUT, RUNTIME, emit
+from alexctl.cli.options import DATA, OUTPUT, RUNTIME, Force, Json, emit
 from alexctl.config import PreprocessOptions
 from alexctl.console import progress
 
@@ -15,19 +15,25 @@ _D = PreprocessOptions()
 Split = Literal["train", "val", "test"]
 
 
-def command(
-    sources: list[Path] = typer.Argument(
-        ...,
+SourcesArg = Annotated[
+    list[Path],
+    typer.Argument(
         metavar="SOURCE",
         show_default=False,
         help="One or more: ImageFolder tree, flat folder (with --labels), .tar, or tar of per-class tars.",
     ),
-    data_dir: Path = typer.Argument(..., metavar="DATA_DIR", help="Data directory to write (shared by training runs)."),
-    split: Split = typer.Option(
-        "train", "--split", rich_help_panel=DATA, help="Which split to write; train also writes the statistics."
-    ),
-    labels: Path = typer.Option(
-        None,
+]
+DataDirArg = Annotated[
+    Path,
+    typer.Argument(metavar="DATA_DIR", help="Data directory to write (shared by training runs)."),
+]
+SplitOption = Annotated[
+    Split,
+    typer.Option("--split", rich_help_panel=DATA, help="Which split to write; train also writes the statistics."),
+]
+Labels = Annotated[
+    Path,
+    typer.Option(
         "--labels",
         metavar="FILE",
         rich_help_panel=DATA,
@@ -35,8 +41,10 @@ def command(
         help="Labels for a flat folder: `name,label`, `name label`, LOC_val_solution.csv, or "
         "ILSVRC2012_validation_ground_truth.txt (with --devkit).",
     ),
-    classes: Path = typer.Option(
-        None,
+]
+Classes = Annotated[
+    Path,
+    typer.Option(
         "--classes",
         metavar="FILE|RUN_DIR",
         rich_help_panel=DATA,
@@ -44,60 +52,77 @@ def command(
         help="The class set and order: `wnid<TAB>name` lines (e.g. ILSVRC's 1000 synsets), "
         "or a trained run (its class list), to evaluate that run on new images.",
     ),
-    names: Path = typer.Option(
-        None,
+]
+Names = Annotated[
+    Path,
+    typer.Option(
         "--names",
         metavar="FILE",
         rich_help_panel=DATA,
         show_default=False,
         help="`wnid<TAB>name` lines naming the classes, without changing them.",
     ),
-    devkit: Path = typer.Option(
-        None,
+]
+Devkit = Annotated[
+    Path,
+    typer.Option(
         "--devkit",
         metavar="DIR",
         rich_help_panel=DATA,
         show_default=False,
         help="ILSVRC2012 devkit folder (its data/meta.mat maps ILSVRC IDs to wnids).",
     ),
-    size: int = typer.Option(
-        _D.size,
+]
+Size = Annotated[
+    int,
+    typer.Option(
         "--size",
         metavar="N",
         rich_help_panel=DATA,
         help="Shorter side rescaled to this, then the central square (paper: 256).",
     ),
-    quality: int = typer.Option(
-        _D.quality, "--quality", metavar="N", rich_help_panel=DATA, help="JPEG quality of the shard images (1-100)."
-    ),
-    shard_size: int = typer.Option(
-        _D.shard_size, "--shard-size", metavar="N", rich_help_panel=DATA, help="Images per shard."
-    ),
-    seed: int = typer.Option(
-        _D.seed, "--seed", metavar="N", rich_help_panel=DATA, help="Seed of the class-mixed order across shards."
-    ),
-    holdout: float = typer.Option(
-        _D.holdout,
+]
+Quality = Annotated[
+    int,
+    typer.Option("--quality", metavar="N", rich_help_panel=DATA, help="JPEG quality of the shard images (1-100)."),
+]
+ShardSize = Annotated[
+    int,
+    typer.Option("--shard-size", metavar="N", rich_help_panel=DATA, help="Images per shard."),
+]
+Seed = Annotated[
+    int,
+    typer.Option("--seed", metavar="N", rich_help_panel=DATA, help="Seed of the class-mixed order across shards."),
+]
+Holdout = Annotated[
+    float,
+    typer.Option(
         "--holdout",
         metavar="F",
         rich_help_panel=DATA,
         help="Hold this fraction (0-0.9) of every class out of train; --split val then takes exactly it.",
     ),
-    holdout_seed: int = typer.Option(
-        _D.holdout_seed, "--holdout-seed", metavar="N", rich_help_panel=DATA, help="Which images are held out."
-    ),
-    exact_decode: bool = typer.Option(
-        False,
+]
+HoldoutSeed = Annotated[
+    int,
+    typer.Option("--holdout-seed", metavar="N", rich_help_panel=DATA, help="Which images are held out."),
+]
+ExactDecode = Annotated[
+    bool,
+    typer.Option(
         "--exact-decode",
         rich_help_panel=DATA,
         help="Decode every JPEG at full size with the accurate IDCT (slower; the "
         "default's PSNR against it is >= 35 dB).",
     ),
-    workers: int = typer.Option(
-        0, "--workers", metavar="N", rich_help_panel=RUNTIME, help="Worker processes (0: all cores)."
-    ),
-    part: str = typer.Option(
-        None,
+]
+Workers = Annotated[
+    int,
+    typer.Option("--workers", metavar="N", rich_help_panel=RUNTIME, help="Worker processes (0: all cores)."),
+]
+Part = Annotated[
+    str,
+    typer.Option(
         "--part",
         metavar="I/N",
         rich_help_panel=RUNTIME,
@@ -105,16 +130,43 @@ def command(
         help="Do a deterministic 1/N of the shards (N machines or cron jobs); the split is "
         "merged when its last shard is done.",
     ),
-    force: bool = FORCE,
-    verify: bool = typer.Option(
-        False,
+]
+Verify = Annotated[
+    bool,
+    typer.Option(
         "--verify",
         rich_help_panel=OUTPUT,
         help="Check a complete split's shards against their recorded SHA-256 and its index "
         "against the manifest, and say which shard or sample is damaged.",
     ),
-    strict: bool = typer.Option(False, "--strict", rich_help_panel=OUTPUT, help="Exit 1 if any file was skipped."),
-    as_json: bool = JSON,
+]
+Strict = Annotated[
+    bool,
+    typer.Option("--strict", rich_help_panel=OUTPUT, help="Exit 1 if any file was skipped."),
+]
+
+
+def command(
+    sources: SourcesArg,
+    data_dir: DataDirArg,
+    split: SplitOption = "train",
+    labels: Labels = None,
+    classes: Classes = None,
+    names: Names = None,
+    devkit: Devkit = None,
+    size: Size = _D.size,
+    quality: Quality = _D.quality,
+    shard_size: ShardSize = _D.shard_size,
+    seed: Seed = _D.seed,
+    holdout: Holdout = _D.holdout,
+    holdout_seed: HoldoutSeed = _D.holdout_seed,
+    exact_decode: ExactDecode = False,
+    workers: Workers = 0,
+    part: Part = None,
+    force: Force = False,
+    verify: Verify = False,
+    strict: Strict = False,
+    as_json: Json = False,
 ) -> None:
     """Rescale images to 256 on the shorter side, cut the central 256x256, write WebDataset shards
     and (train split) the mean image and RGB PCA statistics.

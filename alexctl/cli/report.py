@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, DEVICES, JSON, OUTPUT, RUNTIME, emit
+from alexctl.cli.options import DATA, OUTPUT, RUNTIME, Devices, Json, R, emit
 
-
-def command(
-    run_dirs: list[str] = typer.Argument(
-        ..., metavar="[LABEL=]RUN_DIR", help="Training runs and/or ensembles, each optionally named LABEL=RUN_DIR."
+RunDirsArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="[LABEL=]RUN_DIR", help="Training runs and/or ensembles, each optionally named LABEL=RUN_DIR."
     ),
-    out: Path = typer.Option(
-        ...,
+]
+Out = Annotated[
+    Path,
+    typer.Option(
         "--out",
         metavar="DIR",
         rich_help_panel=OUTPUT,
         help="Directory for report.md and its PNG figures (overwritten).",
     ),
-    title: str = typer.Option(
-        "AlexNet runs", "--title", metavar="TEXT", rich_help_panel=OUTPUT, help="The page's title."
-    ),
-    reach: float = typer.Option(
-        None,
+]
+Title = Annotated[
+    str,
+    typer.Option("--title", metavar="TEXT", rich_help_panel=OUTPUT, help="The page's title."),
+]
+Reach = Annotated[
+    float,
+    typer.Option(
         "--reach",
         metavar="E",
         rich_help_panel=OUTPUT,
@@ -33,8 +39,10 @@ def command(
         "epochs to E in a table (claims.md) and a plot (training-error.png); the paper "
         "uses 0.25.",
     ),
-    baseline: str = typer.Option(
-        None,
+]
+Baseline = Annotated[
+    str,
+    typer.Option(
         "--baseline",
         metavar="LABEL",
         rich_help_panel=OUTPUT,
@@ -43,43 +51,68 @@ def command(
         "group of runs (runs sharing a LABEL are seeds of one group) against this group, "
         "paired by seed; ten crops against one; each ensemble against its members.",
     ),
-    data: Path = typer.Option(
-        None,
+]
+Data = Annotated[
+    Path,
+    typer.Option(
         "--data",
         metavar="DIR",
         rich_help_panel=DATA,
         show_default=False,
         help="Data directory (default: the one the first run trained on).",
     ),
-    split: str = typer.Option(
-        "val",
+]
+Split = Annotated[
+    str,
+    typer.Option(
         "--split",
         metavar="SPLIT",
         rich_help_panel=DATA,
         help="Split whose images, predictions and eval errors are shown.",
     ),
-    images: int = typer.Option(
-        8, "--images", metavar="N", rich_help_panel=OUTPUT, help="Images in the top-5 figure (0: no figure)."
-    ),
-    neighbours: int = typer.Option(
-        4,
+]
+Images = Annotated[
+    int,
+    typer.Option("--images", metavar="N", rich_help_panel=OUTPUT, help="Images in the top-5 figure (0: no figure)."),
+]
+Neighbours = Annotated[
+    int,
+    typer.Option(
         "--neighbours",
         metavar="N",
         rich_help_panel=OUTPUT,
         help="Query images in the nearest-neighbour figure (0: no figure).",
     ),
-    max_train: int = typer.Option(
-        2000,
+]
+MaxTrain = Annotated[
+    int,
+    typer.Option(
         "--max-train",
         metavar="N",
         rich_help_panel=OUTPUT,
         help="Training images searched for neighbours, spread evenly over the split (0: all of them).",
     ),
-    devices: str = DEVICES,
-    workers: int = typer.Option(
-        0, "--workers", metavar="N", rich_help_panel=RUNTIME, help="Data loader processes (0: in this process)."
-    ),
-    as_json: bool = JSON,
+]
+Workers = Annotated[
+    int,
+    typer.Option("--workers", metavar="N", rich_help_panel=RUNTIME, help="Data loader processes (0: in this process)."),
+]
+
+
+def command(
+    run_dirs: RunDirsArg,
+    out: Out,
+    title: Title = "AlexNet runs",
+    reach: Reach = None,
+    baseline: Baseline = None,
+    data: Data = None,
+    split: Split = "val",
+    images: Images = 8,
+    neighbours: Neighbours = 4,
+    max_train: MaxTrain = 2000,
+    devices: Devices = R.devices,
+    workers: Workers = 0,
+    as_json: Json = False,
 ) -> None:
     """Figures of trained runs, as the paper draws them, on one Markdown page: training curves, the
     conv1 kernels (Figure 3), top-5 predictions and nearest neighbours in fc7 space (Figure 4), and a

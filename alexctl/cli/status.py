@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import JSON, OUTPUT, emit
+from alexctl.cli.options import OUTPUT, Json, emit
 
-
-def command(
-    paths: list[Path] = typer.Argument(
-        ...,
-        metavar="DIR",
-        readable=False,  # one unreadable DIR: broken, not fatal
-        help="Data directories, run directories and ensembles.",
-    ),
-    verify: bool = typer.Option(
-        False,
+PathsArg = Annotated[
+    list[Path],
+    typer.Argument(metavar="DIR", readable=False, help="Data directories, run directories and ensembles."),
+]
+Verify = Annotated[
+    bool,
+    typer.Option(
         "--verify",
         rich_help_panel=OUTPUT,
         help="Also check every shard against its recorded SHA-256, the split indexes, and "
         "that every checkpoint loads (reads everything: slow on large data).",
     ),
-    fail_on_error: bool = typer.Option(
-        False,
+]
+FailOnError = Annotated[
+    bool,
+    typer.Option(
         "--fail-on-error",
         rich_help_panel=OUTPUT,
         help="Exit 1 if any stage is failed, stale, missing, broken or corrupt.",
     ),
-    as_json: bool = JSON,
+]
+
+
+def command(
+    paths: PathsArg,
+    verify: Verify = False,
+    fail_on_error: FailOnError = False,
+    as_json: Json = False,
 ) -> None:
     """Which stages are done, running (pid and progress), failed (with the error), stale (a lock
     left by a dead process), partial (the same command finishes it), missing, broken (a record

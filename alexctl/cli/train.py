@@ -5,24 +5,35 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from alexctl.cli.options import (
-    CHECKPOINT_EPOCHS,
-    CHECKPOINT_MINUTES,
-    CHECKPOINT_STEPS,
     DATA,
-    JSON,
-    KEEP,
     MODEL,
     OPTIMISATION,
+    C,
+    ChannelsLast,
+    CheckpointEpochs,
+    CheckpointMinutes,
+    CheckpointSteps,
+    Compile,
+    ConvFormOption,
+    CudaGraphs,
+    DecodeOption,
+    Deterministic,
+    Devices,
+    Json,
+    Keep,
+    LrnImplOption,
+    PrecisionOption,
+    R,
+    ResidencyOption,
+    Workers,
     emit,
     error_line,
     given,
-    pick,
-    runtime_options,
-    with_runtime,
 )
 from alexctl.config import (
     Activation,
@@ -31,26 +42,28 @@ from alexctl.config import (
     CheckpointOptions,
     ModelConfig,
     Pooling,
+    RuntimeOptions,
     TrainConfig,
     TrainCrop,
     UpdateRule,
+    from_dict,
 )
 from alexctl.console import progress
 
 _M, _T = ModelConfig(), TrainConfig()
 
 
-@with_runtime()
-def command(
-    ctx: typer.Context,
-    run_dir: Path = typer.Argument(
-        ...,
+RunDirArg = Annotated[
+    Path,
+    typer.Argument(
         metavar="RUN_DIR",
         help="Run directory: config, metrics.jsonl, checkpoints "
         "(created if missing). An existing run resumes with its own settings.",
     ),
-    data: Path = typer.Option(
-        None,
+]
+Data = Annotated[
+    Path,
+    typer.Option(
         "--data",
         metavar="DIR",
         rich_help_panel=DATA,
@@ -58,8 +71,10 @@ def command(
         help="Data directory written by `alexctl preprocess` (train and val splits); "
         "a resumed run reads it from its config.json.",
     ),
-    config_file: Path = typer.Option(
-        None,
+]
+ConfigFile = Annotated[
+    Path,
+    typer.Option(
         "--config",
         metavar="FILE",
         rich_help_panel=DATA,
@@ -67,120 +82,195 @@ def command(
         help="Training settings from a TOML or JSON file (keys as the options, e.g. "
         "lr = 0.005), or another run's config.json; the command line overrides it.",
     ),
-    subset: int = typer.Option(
-        _T.subset,
+]
+Subset = Annotated[
+    int,
+    typer.Option(
         "--subset",
         metavar="N",
         rich_help_panel=DATA,
         help="Train on a seeded, class-balanced subset of N training images (0: all).",
     ),
-    arch: Arch = typer.Option(
-        _M.arch,
+]
+ArchOption = Annotated[
+    Arch,
+    typer.Option(
         "--arch",
         rich_help_panel=MODEL,
         help="alexnet (224x224 crops of 256x256 images) or cifar (the paper's 4-layer "
         "CIFAR-10 net, 24x24 crops of 32x32 images).",
     ),
-    lrn: bool = typer.Option(
-        _M.lrn,
-        "--lrn/--no-lrn",
-        rich_help_panel=MODEL,
-        help="Local response normalisation after conv1 and conv2 (3.3).",
+]
+Lrn = Annotated[
+    bool,
+    typer.Option(
+        "--lrn/--no-lrn", rich_help_panel=MODEL, help="Local response normalisation after conv1 and conv2 (3.3)."
     ),
-    lrn_alpha: AlphaReading = typer.Option(
-        _M.lrn_alpha,
+]
+LrnAlpha = Annotated[
+    AlphaReading,
+    typer.Option(
         "--lrn-alpha",
         rich_help_panel=MODEL,
         help="code: k + alpha/n * sum (the released code, Caffe, torch); paper: k + alpha * sum (the printed formula).",
     ),
-    pooling: Pooling = typer.Option(
-        _M.pooling, "--pooling", rich_help_panel=MODEL, help="overlapping: 3x3 stride 2 (3.4); plain: 2x2 stride 2."
-    ),
-    activation: Activation = typer.Option(
-        _M.activation, "--activation", rich_help_panel=MODEL, help="relu (3.1) or tanh."
-    ),
-    columns: int = typer.Option(
-        _M.columns,
+]
+PoolingOption = Annotated[
+    Pooling,
+    typer.Option("--pooling", rich_help_panel=MODEL, help="overlapping: 3x3 stride 2 (3.4); plain: 2x2 stride 2."),
+]
+ActivationOption = Annotated[
+    Activation,
+    typer.Option("--activation", rich_help_panel=MODEL, help="relu (3.1) or tanh."),
+]
+Columns = Annotated[
+    int,
+    typer.Option(
         "--columns",
         metavar="N",
         rich_help_panel=MODEL,
         help="2: the two-column net (3.2); 1: one column with half the kernels.",
     ),
-    width: float = typer.Option(
-        _M.width,
+]
+Width = Annotated[
+    float,
+    typer.Option(
         "--width",
         metavar="X",
         rich_help_panel=MODEL,
         help="Multiplies every layer's kernels and units (1.0 is the paper's net).",
     ),
-    dropout: float = typer.Option(
-        _M.dropout, "--dropout", metavar="P", rich_help_panel=MODEL, help="Dropout on fc6 and fc7 outputs (4.2)."
-    ),
-    epochs: int = typer.Option(
-        _T.epochs,
+]
+Dropout = Annotated[
+    float,
+    typer.Option("--dropout", metavar="P", rich_help_panel=MODEL, help="Dropout on fc6 and fc7 outputs (4.2)."),
+]
+Epochs = Annotated[
+    int,
+    typer.Option(
         "--epochs",
         metavar="N",
         rich_help_panel=OPTIMISATION,
         help="Epochs to train in all (raise it to train a finished run further).",
     ),
-    batch_size: int = typer.Option(
-        _T.batch_size, "--batch-size", metavar="N", rich_help_panel=OPTIMISATION, help="Global batch size (5)."
-    ),
-    lr: float = typer.Option(
-        _T.lr, "--lr", metavar="X", rich_help_panel=OPTIMISATION, help="Initial learning rate (5)."
-    ),
-    momentum: float = typer.Option(_T.momentum, "--momentum", metavar="X", rich_help_panel=OPTIMISATION),
-    weight_decay: float = typer.Option(_T.weight_decay, "--weight-decay", metavar="X", rich_help_panel=OPTIMISATION),
-    update_rule: UpdateRule = typer.Option(
-        _T.update_rule,
+]
+BatchSize = Annotated[
+    int,
+    typer.Option("--batch-size", metavar="N", rich_help_panel=OPTIMISATION, help="Global batch size (5)."),
+]
+Lr = Annotated[
+    float,
+    typer.Option("--lr", metavar="X", rich_help_panel=OPTIMISATION, help="Initial learning rate (5)."),
+]
+Momentum = Annotated[
+    float,
+    typer.Option("--momentum", metavar="X", rich_help_panel=OPTIMISATION),
+]
+WeightDecay = Annotated[
+    float,
+    typer.Option("--weight-decay", metavar="X", rich_help_panel=OPTIMISATION),
+]
+UpdateRuleOption = Annotated[
+    UpdateRule,
+    typer.Option(
         "--update-rule",
         rich_help_panel=OPTIMISATION,
         help="paper: v <- 0.9v - 0.0005 lr w - lr g; w <- w + v. pytorch: torch.optim.SGD.",
     ),
-    decay_biases: bool = typer.Option(
-        _T.decay_biases,
+]
+DecayBiases = Annotated[
+    bool,
+    typer.Option(
         "--decay-biases/--no-decay-biases",
         rich_help_panel=OPTIMISATION,
         help="Also decay biases (the released code does not).",
     ),
-    schedule: str = typer.Option(
-        _T.schedule,
+]
+Schedule = Annotated[
+    str,
+    typer.Option(
         "--schedule",
         metavar="SPEC",
         rich_help_panel=OPTIMISATION,
         help="plateau[:PATIENCE] (divide by 10 when val error stops improving, at most 3 "
         "times), step:E1,E2,... or constant.",
     ),
-    lighting_std: float = typer.Option(
-        _T.lighting_std,
+]
+LightingStd = Annotated[
+    float,
+    typer.Option(
         "--lighting-std",
         metavar="X",
         rich_help_panel=OPTIMISATION,
         help="PCA colour augmentation alpha std (4.1); 0 switches it off.",
     ),
-    flip: bool = typer.Option(
-        _T.flip, "--flip/--no-flip", rich_help_panel=OPTIMISATION, help="Random horizontal reflections (4.1)."
-    ),
-    train_crop: TrainCrop = typer.Option(
-        _T.train_crop,
+]
+Flip = Annotated[
+    bool,
+    typer.Option("--flip/--no-flip", rich_help_panel=OPTIMISATION, help="Random horizontal reflections (4.1)."),
+]
+TrainCropOption = Annotated[
+    TrainCrop,
+    typer.Option(
         "--train-crop",
         rich_help_panel=OPTIMISATION,
         help="random: a random patch per image per use (4.1); center: the center "
         "patch (no translations, as Figure 1's unregularised nets).",
     ),
-    seed: int = typer.Option(
-        _T.seed,
+]
+Seed = Annotated[
+    int,
+    typer.Option(
         "--seed",
         metavar="N",
         rich_help_panel=OPTIMISATION,
         help="Seeds the data order, augmentation, dropout and initialisation.",
     ),
-    keep: int = KEEP,
-    checkpoint_minutes: float = CHECKPOINT_MINUTES,
-    checkpoint_steps: int = CHECKPOINT_STEPS,
-    checkpoint_epochs: int = CHECKPOINT_EPOCHS,
-    as_json: bool = JSON,
-    **runtime,
+]
+
+
+def command(
+    ctx: typer.Context,
+    run_dir: RunDirArg,
+    data: Data = None,
+    config_file: ConfigFile = None,
+    subset: Subset = _T.subset,
+    arch: ArchOption = _M.arch,
+    lrn: Lrn = _M.lrn,
+    lrn_alpha: LrnAlpha = _M.lrn_alpha,
+    pooling: PoolingOption = _M.pooling,
+    activation: ActivationOption = _M.activation,
+    columns: Columns = _M.columns,
+    width: Width = _M.width,
+    dropout: Dropout = _M.dropout,
+    epochs: Epochs = _T.epochs,
+    batch_size: BatchSize = _T.batch_size,
+    lr: Lr = _T.lr,
+    momentum: Momentum = _T.momentum,
+    weight_decay: WeightDecay = _T.weight_decay,
+    update_rule: UpdateRuleOption = _T.update_rule,
+    decay_biases: DecayBiases = _T.decay_biases,
+    schedule: Schedule = _T.schedule,
+    lighting_std: LightingStd = _T.lighting_std,
+    flip: Flip = _T.flip,
+    train_crop: TrainCropOption = _T.train_crop,
+    seed: Seed = _T.seed,
+    keep: Keep = C.keep,
+    checkpoint_minutes: CheckpointMinutes = C.checkpoint_minutes,
+    checkpoint_steps: CheckpointSteps = C.checkpoint_steps,
+    checkpoint_epochs: CheckpointEpochs = C.checkpoint_epochs,
+    as_json: Json = False,
+    devices: Devices = R.devices,
+    precision: PrecisionOption = R.precision,
+    channels_last: ChannelsLast = R.channels_last,
+    compile: Compile = R.compile,
+    cuda_graphs: CudaGraphs = R.cuda_graphs,
+    decode: DecodeOption = R.decode,
+    residency: ResidencyOption = R.residency,
+    workers: Workers = R.workers,
+    lrn_impl: LrnImplOption = R.lrn_impl,
+    conv_form: ConvFormOption = R.conv_form,
+    deterministic: Deterministic = R.deterministic,
 ) -> None:
     """Train the paper's network: random 224x224 crops and reflections, PCA colour augmentation,
     SGD with momentum 0.9 and weight decay 0.0005, lr 0.01 divided by 10 when the validation error
@@ -199,14 +289,33 @@ def command(
     from alexctl.training.train import train
 
     data_dir, model_config, config = settings(run_dir, data, config_file, given(ctx))
-    runtime = device.resolve(runtime_options(ctx.params))
+    runtime = device.resolve(
+        RuntimeOptions(
+            devices=devices,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            decode=decode,
+            residency=residency,
+            workers=workers,
+            lrn_impl=lrn_impl,
+            conv_form=conv_form,
+            deterministic=deterministic,
+        )
+    )
     summary = train(
         data_dir,
         run_dir,
         model_config,
         config,
         runtime,
-        pick(CheckpointOptions, ctx.params),
+        CheckpointOptions(
+            keep=keep,
+            checkpoint_minutes=checkpoint_minutes,
+            checkpoint_steps=checkpoint_steps,
+            checkpoint_epochs=checkpoint_epochs,
+        ),
         progress=progress,
         command=sys.argv,
     )
@@ -254,7 +363,7 @@ def settings(
     data_dir = data or (Path(file_data) if file_data else None) or (Path(saved_data) if saved_data else None)
     if data_dir is None:
         raise UserError(f"{run_dir} is a new run: give --data DATA_DIR (a directory `alexctl preprocess` wrote).")
-    return Path(data_dir), pick(ModelConfig, layers), pick(TrainConfig, layers)
+    return Path(data_dir), from_dict(ModelConfig, layers), from_dict(TrainConfig, layers)
 
 
 def _names(cls) -> set[str]:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from alexctl import checkpoint, rundir
+from alexctl.config import InferenceOptions
 from alexctl.console import SILENT, Progress
 from alexctl.device import Runtime, forward_of
 from alexctl.errors import UserError
@@ -50,8 +51,7 @@ def load_classifier(run_dir: Path, checkpoint_name: str, runtime: Runtime) -> Cl
     runs = [run]
     manifest = rundir.read_json(run.manifest, "run manifest") if run.manifest.exists() else {}
     if manifest.get("kind") == "ensemble":
-        if checkpoint_name not in ("best", "last"):
-            raise UserError(f"--checkpoint {checkpoint_name}: an ensemble takes best or last from each member.")
+        checkpoint_name = InferenceOptions(checkpoint=checkpoint_name).member_checkpoint()
         runs = leaf_runs([Path(d) for d in manifest.get("member_dirs", [])], run.root)
     members, first = [], None
     for leaf in runs:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from alexctl import __version__, rundir
+from alexctl.config import InferenceOptions
 from alexctl.console import ProgressFactory, log, no_progress
 from alexctl.device import Runtime, resolve
 from alexctl.errors import UserError
@@ -42,8 +43,7 @@ def ensemble(
 ) -> dict:
     started = time.monotonic()
     out = rundir.RunDir(Path(out_dir))
-    if checkpoint_name not in ("best", "last"):
-        raise UserError(f"--checkpoint {checkpoint_name!r}: an ensemble takes best or last from each member.")
+    checkpoint_name = InferenceOptions(checkpoint=checkpoint_name).member_checkpoint()
     runs = leaf_runs([Path(m) for m in members], out.root)
     tag = "" if checkpoint_name == "best" else "last"
     evaluations = [member_evaluation(run, split, crops, tag, data_dir) for run in runs]
