@@ -1,7 +1,9 @@
 """alexctl/data/resident.py: one BatchSource interface for the disk, jpeg and decoded residencies.
 
 All on the CPU with device "cpu", on real shards (the `slice_data` fixture: 110 train photos
-at 256 px in 3 shards); the nvJPEG and pinned-memory paths need CUDA and are skipped here.
+at 256 px in 3 shards). The nvJPEG path runs here with stand-ins (alexctl.data.gpu_decode: its stream
+synchronise recorded, its decoder torchvision's on the CPU, or one that fails); the real nvJPEG and
+pinned-memory paths need CUDA and are skipped here.
 """
 
 from __future__ import annotations
