@@ -64,9 +64,13 @@ class LrSchedule:
         return self.reductions != before
 
     def apply(self, optimizer) -> None:
-        """Set the current lr in every parameter group (the paper uses one lr for all layers)."""
+        """Set the current lr in every parameter group (the paper uses one lr for all layers); a 0-d tensor lr
+        (training.optim.hold_for_compile) is filled in place, so a compiled step sees the new value."""
         for group in optimizer.param_groups:
-            group["lr"] = self.lr
+            if hasattr(group["lr"], "fill_"):
+                group["lr"].fill_(self.lr)
+            else:
+                group["lr"] = self.lr
 
     def state_dict(self) -> dict:
         return dict(

@@ -20,7 +20,8 @@ device, and the indices as numpy int64. One interface, three residencies:
 Pixels: libjpeg-turbo (simplejpeg) decodes the same bytes to the same pixels wherever it
 runs, so with decode="cpu" every residency yields identical batches (tested). nvJPEG
 (decode="gpu", CUDA only) may differ from libjpeg-turbo by rounding in its IDCT and
-chroma upsampling. Order, and "every sample exactly once per epoch", are the caller's: a
+chroma upsampling; it waits for the current stream before each batch and falls back to
+libjpeg-turbo if it fails on sound JPEGs (alexctl.data.gpu_decode). Order, and "every sample exactly once per epoch", are the caller's: a
 source yields exactly the batches it is given, in order, so a resumed epoch passes
 batches[s:]. A read or decode error is a UserError naming the shard file and the key.
 """
@@ -36,6 +37,8 @@ import numpy as np
 import torch
 
 from alexctl import rundir
+from alexctl.data.disk import Batches, jpeg_views, loader
+from alexctl.data.gpu_decode import decode_batch
 from alexctl.data.loader import Split
 from alexctl.errors import UserError
 
@@ -179,15 +182,16 @@ class _DiskSource(BatchSource):
 
     def _batches(self, batches: list[np.ndarray]) -> Iterator[Batch]:
         cuda = self.device.type == "cuda"
-        dataset = _Batches(self.split, batches, self.decode, errors_as_values=True)
-        loader = _loader(dataset, workers=self.workers, pin_memory=cuda and self.decode == "cpu")
-        for item, indices in zip(loader, batches):
+        dataset = Batches(self.split, batches, self.decode, errors_as_values=True)
+        items = loader(dataset, workers=self.workers, pin_memory=cuda and self.decode == "cpu")
+        for item, indices in zip(items, batches):
             if isinstance(item, UserError):  # from a worker, as a value: its sentence, not a wrapped traceback
                 raise item
-            images, labels, _ = item
             if self.decode == "gpu":
-                images = _nvjpeg(self.split, indices, images, self.device)
+                jpegs, offsets, labels, _ = item
+                images = decode_batch(self.split, indices, jpeg_views(jpegs, offsets), self.device)
             else:
+                images, labels, _ = item
                 images = images.to(self.device, non_blocking=True)
             yield images, labels.to(self.device, non_blocking=True), indices
 
@@ -263,7 +267,7 @@ class _JpegSource(_ResidentSource):
         if self.decode == "gpu":
             for indices in batches:
                 datas = [self.jpegs[self.starts[i] : self.starts[i + 1]] for i in indices]
-                yield _nvjpeg(self.split, indices, datas, self.device), self._labels(indices), indices
+                yield decode_batch(self.split, indices, datas, self.device), self._labels(indices), indices
             return
         # Decode batch b + 1 in the pool while the caller works on batch b.
         flat, pending = self.jpegs.numpy(), None
@@ -318,7 +322,7 @@ class _DecodedSource(_ResidentSource):
             chunk = order[start : start + DECODE_CHUNK]
             if self.decode == "gpu":
                 datas = [torch.frombuffer(bytearray(split.read(i)), dtype=torch.uint8) for i in chunk]
-                images = _nvjpeg(split, chunk, datas, device).permute(0, 2, 3, 1)
+                images = decode_batch(split, chunk, datas, device).permute(0, 2, 3, 1)
             else:
                 staged = torch.empty((len(chunk), size, size, 3), dtype=torch.uint8, pin_memory=True)
                 for future in self._decode_on_cpu(chunk, split.read, staged.numpy()):
@@ -337,71 +341,6 @@ class _DecodedSource(_ResidentSource):
             yield self.pixels.index_select(0, index).permute(0, 3, 1, 2), self.labels.index_select(0, index), indices
 
 
-# ---------------------------------------------------------------- the disk path: batches decoded in loader workers
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Item b is batch b: (images, labels, indices); images decoded here unless decode == "gpu".
-
-    errors_as_values: a UserError is returned as the item rather than raised, so that the
-    reader gets its one sentence back from a worker process instead of a wrapped traceback.
-    """
-
-    def __init__(self, split: Split, batches: list[np.ndarray], decode: str, errors_as_values: bool = False):
-        self.split, self.batches, self.decode, self.errors_as_values = split, batches, decode, errors_as_values
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int):
-        try:
-            return self._batch(b)
-        except UserError as e:
-            if self.errors_as_values:
-                return e
-            raise
-
-    def _batch(self, b: int):
-        indices = self.batches[b]
-        labels = torch.from_numpy(self.split.labels[indices])
-        datas = [self.split.read(i) for i in indices]
-        if self.decode == "gpu":
-            return [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], labels, torch.from_numpy(indices)
-        size = self.split.image_size
-        out = np.empty((len(indices), size, size, 3), np.uint8)
-        for k, (i, data) in enumerate(zip(indices, datas)):
-            self.split.decode_into(i, data, out[k])
-        # (N, S, S, 3) in memory, seen as (N, 3, S, S): channels-last, no copy.
-        return torch.from_numpy(out).permute(0, 3, 1, 2), labels, torch.from_numpy(indices)
-
-
-def batch_loader(
-    split: Split,
-    batches: list[np.ndarray],
-    *,
-    workers: int,
-    decode: str = "cpu",
-    pin_memory: bool = False,
-    prefetch: int = 4,
-):
-    """An iterable of (images uint8 (n, 3, S, S) or a list of JPEG byte tensors, labels, indices), in order."""
-    return _loader(
-        _Batches(split, batches, decode), workers=workers, pin_memory=pin_memory and decode == "cpu", prefetch=prefetch
-    )
-
-
-def _loader(dataset: _Batches, *, workers: int, pin_memory: bool, prefetch: int = 4):
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        prefetch_factor=prefetch if workers > 0 else None,
-        persistent_workers=False,
-    )
-
-
 def _check_unchanged(split: Split) -> None:
     """The split on disk is still the one `split` describes: `preprocess --force` may have rewritten it between
     load_split and taking the readers lock."""
@@ -418,34 +357,6 @@ def _check_unchanged(split: Split) -> None:
         raise UserError(
             f"{split.root} was rewritten by `alexctl preprocess --force` after it was read; run the command again."
         )
-
-
-def _nvjpeg(split: Split, indices: np.ndarray, datas: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """(n, 3, S, S) uint8 on `device` from 1-D uint8 JPEG tensors, by nvJPEG; a failure names its sample."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    size = split.image_size
-    if not datas:
-        return torch.empty((0, 3, size, size), dtype=torch.uint8, device=device)
-    try:
-        images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        for i, data in zip(indices, datas):  # find the culprit, one by one
-            try:
-                decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            except RuntimeError as e:
-                raise UserError(
-                    f"nvJPEG cannot decode {split.describe(i)} ({e}); the shard is damaged: "
-                    f"run `alexctl preprocess` again."
-                ) from None
-        raise
-    for i, image in zip(indices, images):
-        if image.shape != (3, size, size):
-            raise UserError(
-                f"{split.describe(i)} is {image.shape[2]}x{image.shape[1]} pixels, not {size}x{size} "
-                f"as the split's manifest says; run `alexctl preprocess` again."
-            )
-    return torch.stack(images)
 
 
 def _check_cuda(error, doing: str) -> None:

@@ -53,11 +53,52 @@ class PaperSGD(torch.optim.Optimizer):
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
             # One fused pass per group (foreach kernels on CUDA, a per-tensor loop on CPU).
             torch._foreach_mul_(velocities, momentum)
-            if weight_decay != 0:
-                torch._foreach_add_(velocities, params, alpha=-weight_decay * lr)
-            torch._foreach_add_(velocities, grads, alpha=-lr)
+            if isinstance(lr, torch.Tensor):  # 0-d (hold_for_compile): multiplied in, never read as a float
+                if weight_decay != 0:
+                    torch._foreach_sub_(velocities, torch._foreach_mul(params, lr * weight_decay))
+                torch._foreach_sub_(velocities, torch._foreach_mul(grads, lr))
+            else:
+                if weight_decay != 0:
+                    torch._foreach_add_(velocities, params, alpha=-weight_decay * lr)
+                torch._foreach_add_(velocities, grads, alpha=-lr)
             torch._foreach_add_(params, velocities)
         return loss
+
+
+def hold_for_compile(optimizer: torch.optim.Optimizer) -> None:
+    """Ready `optimizer` for a compiled step (../shared/spec/gpu-notes.md, "First contact"):
+
+    - its momentum buffers are created now, zero, outside the compiled region: a buffer first allocated
+      inside a CUDA-graphed function and mutated on later calls segfaults (pytorch#192748). A zero buffer
+      gives the lazily created one's first step exactly (0.9 * 0 + g), for PaperSGD and torch.optim.SGD;
+    - each group's learning rate becomes a 0-d tensor on the parameters' device, changed in place
+      (LrSchedule.apply): Dynamo guards on a Python float, so each new rate recompiled the step, and the
+      9th distinct value hit the recompile limit.
+
+    The state dict still holds plain floats (checkpoints keep their format and load either way); loading one
+    fills the held tensors in place. Call it before loading a checkpoint and before the first step."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad and group.get("momentum", 0) != 0:
+                optimizer.state[p].setdefault(
+                    "momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format)
+                )
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+    held = [group["lr"] for group in optimizer.param_groups]
+
+    def as_floats(opt, state: dict) -> dict:
+        for group in state["param_groups"]:
+            group["lr"] = float(group["lr"])
+        return state
+
+    def into_tensors(opt) -> None:
+        for group, tensor in zip(opt.param_groups, held):
+            tensor.fill_(float(group["lr"]))
+            group["lr"] = tensor
+
+    optimizer.register_state_dict_post_hook(as_floats)
+    optimizer.register_load_state_dict_post_hook(into_tensors)
 
 
 def build_optimizer(

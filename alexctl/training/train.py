@@ -49,7 +49,7 @@ from alexctl.metrics import cross_entropy, topk_correct
 from alexctl.nets.build import runtime_model
 from alexctl.schedule import parse_schedule
 from alexctl.stop import StopSignals
-from alexctl.training.optim import build_optimizer
+from alexctl.training.optim import PaperSGD, build_optimizer, hold_for_compile
 from alexctl.training.resume import (
     EpochSums,
     Progress,
@@ -207,6 +207,7 @@ class Augmenter:
             flip=self.flip,
             random_crop=self.random,
             memory_format=self.runtime.memory_format,
+            dtype=self.runtime.dtype,  # bf16 with bf16 precision: half the bytes the step reads, as autocast casts
         )
 
 
@@ -220,7 +221,8 @@ def make_train_step(
     With --compile, the forward and the loss are one compiled graph (its backward compiled with it) and the
     optimizer's update another; with one process both are compiled whole (fullgraph: a graph break is an
     error, which tests/test_train.py checks on the CPU with `backend`). DDP's buckets break the graph on
-    purpose, so under torchrun the forward is compiled without fullgraph.
+    purpose, so under torchrun the forward is compiled without fullgraph. Neither recompiles when the rate
+    changes or the last batch is short (tests/training/test_optim.py).
     """
 
     def forward_and_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,10 +230,16 @@ def make_train_step(
             logits = model(x)
         return F.cross_entropy(logits.float(), y, reduction="sum"), (logits.argmax(1) == y).sum()
 
+    if runtime.compile:
+        hold_for_compile(optimizer)  # momentum buffers made here, the lr a tensor: no recompile when it changes
     forward = compiled(forward_and_loss, runtime, fullgraph=runtime.world == 1, backend=backend)
-    update = compiled(optimizer.step, runtime, fullgraph=True, backend=backend)
+    # torch.optim.SGD breaks its own graph on purpose (torch/optim/optimizer.py: _use_grad); PaperSGD is whole.
+    update = compiled(optimizer.step, runtime, fullgraph=isinstance(optimizer, PaperSGD), backend=backend)
 
     def step(x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if runtime.compile:  # the batch size symbolic from the first step: a short last batch does not recompile
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+            torch._dynamo.maybe_mark_dynamic(y, 0)
         loss, correct = forward(x, y)
         (loss * scale).backward()
         update()

@@ -12,8 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from alexctl import device
+from alexctl.config import RuntimeOptions
 from alexctl.data.augment import Lighting, center_crop, crop_positions, ten_crop, train_batch
 from alexctl.data.transform import center_origin
+from alexctl.training.train import Augmenter
 
 ROOT = Path(__file__).resolve().parents[2]
 # The shared data sits beside the project (../shared/data) or, on a device machine, inside it.
@@ -350,3 +353,23 @@ def test_a_failing_compiler_falls_back_to_the_eager_gather(monkeypatch):
         out = augment._device_pass(images, mean, xs, ys, flips, shift, 32, False, torch.float32)
     assert augment._compiled is augment._gather
     assert torch.equal(out, augment._crop_each(images, mean, xs, ys, flips, shift, 32, False, torch.float32))
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_trainer_augments_in_the_runtimes_dtype(precision, dtype):
+    """The trainer's (and bench's) Augmenter: bf16 batches under bf16 precision (CUDA's default), so a
+    figure measured with bf16 does not move float32 batches; the same numbers, rounded once."""
+    runtime = device.resolve(RuntimeOptions(devices="cpu", workers=0, precision=precision))
+    stats = {"mean_image": np.full((32, 32, 3), 120.0), "eigenvalues": EIGENVALUES_255, "eigenvectors": EIGENVECTORS}
+    augmenter = Augmenter(stats, crop=24, lighting_std=0.1, flip=True, random_crop=True, runtime=runtime)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    out = augmenter(images, torch.Generator().manual_seed(3))
+    assert out.dtype == dtype and out.shape == (6, 3, 24, 24)
+    wide = train_batch(
+        images,
+        augmenter.mean_image,
+        crop=24,
+        generator=torch.Generator().manual_seed(3),
+        lighting=augmenter.lighting,
+    )
+    assert torch.equal(out, wide.to(dtype))

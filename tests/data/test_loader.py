@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import webdataset as wds
 
+from alexctl.data.disk import batch_loader
 from alexctl.data.loader import epoch_batches, load_split, rank_part
 from alexctl.data.ranges import read_range, read_range_into
-from alexctl.data.resident import batch_loader
 from alexctl.errors import UserError
 
 from helpers import invoke

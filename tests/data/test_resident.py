@@ -1,19 +1,25 @@
 """alexctl/data/resident.py: one BatchSource interface for the disk, jpeg and decoded residencies.
 
 All on the CPU with device "cpu", on real shards (the `slice_data` fixture: 110 train photos
-at 256 px in 3 shards); the nvJPEG and pinned-memory paths need CUDA and are skipped here.
+at 256 px in 3 shards). The nvJPEG path runs here with stand-ins (alexctl.data.gpu_decode: its stream
+synchronise recorded, its decoder torchvision's on the CPU, or one that fails); the real nvJPEG and
+pinned-memory paths need CUDA and are skipped here.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from alexctl.data import gpu_decode, resident
+from alexctl.data.disk import batch_loader
 from alexctl.data.loader import epoch_batches, load_split
-from alexctl.data.resident import RESIDENCIES, batch_loader, open_source
+from alexctl.data.resident import RESIDENCIES, open_source
 from alexctl.errors import UserError
 
 MODES = [("disk", 0), ("disk", 2), ("jpeg", 0), ("jpeg", 2), ("decoded", 0), ("decoded", 2)]
@@ -146,3 +152,107 @@ def test_cuda_residencies(split, index_lists, reference, residency):
             if len(indices):
                 diff = (images.cpu().int() - images0.int()).abs()
                 assert diff.float().mean() < 1.0 and diff.max() <= 32  # IDCT and upsampling rounding
+
+
+# ---------------------------------------------------------------- the nvJPEG path, with stand-ins on the CPU
+# The sources are built directly (open_source refuses decode="gpu" without CUDA); gpu_decode.nvjpeg is the real
+# function on device "cpu" (torchvision's libjpeg-turbo), recording what it is given.
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """gpu_decode with a recording stream synchronise and decoder; nvJPEG not yet given up anywhere."""
+    calls = []
+    real = gpu_decode.nvjpeg
+
+    def decoder(datas, device):
+        calls.append(("decode", len(datas)))
+        return real(datas, device)
+
+    monkeypatch.setattr(gpu_decode, "_given_up", {})
+    monkeypatch.setattr(gpu_decode, "synchronize_stream", lambda device: calls.append(("sync", str(device))))
+    monkeypatch.setattr(gpu_decode, "nvjpeg", decoder)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "kind, workers", [(resident._DiskSource, 0), (resident._DiskSource, 2), (resident._JpegSource, 0)]
+)
+def test_every_batched_gpu_decode_waits_for_the_stream_first(split, index_lists, reference, stand_in, kind, workers):
+    with kind(split, torch.device("cpu"), "stand-in", workers, "gpu") as source:
+        got = list(source.batches(index_lists))
+    sizes = [len(b) for b in index_lists if len(b)]  # an empty batch decodes nothing
+    assert stand_in == [call for n in sizes for call in (("sync", "cpu"), ("decode", n))]
+    for (images, labels, indices), (images0, labels0, indices0) in zip(got, reference):
+        assert np.array_equal(indices, indices0) and torch.equal(labels, labels0)
+        assert images.shape == images0.shape and images.dtype == torch.uint8
+        if len(indices):
+            assert (images.int() - images0.int()).abs().float().mean() < 1.0  # another libjpeg-turbo build
+
+
+def test_a_failing_gpu_decoder_falls_back_to_the_cpu_with_one_warning(split, index_lists, reference, monkeypatch):
+    monkeypatch.setattr(gpu_decode, "_given_up", {})
+    monkeypatch.setattr(gpu_decode, "synchronize_stream", lambda device: None)
+    tries = []
+
+    def broken(datas, device):
+        tries.append(len(datas))
+        raise RuntimeError("nvjpegDecodeBatched failed: NVJPEG_STATUS_EXECUTION_FAILED\n(more detail)")
+
+    monkeypatch.setattr(gpu_decode, "nvjpeg", broken)
+    with pytest.warns(RuntimeWarning) as caught:
+        with resident._DiskSource(split, torch.device("cpu"), "stand-in", 2, "gpu") as source:
+            got = list(source.batches(index_lists))
+        with resident._JpegSource(split, torch.device("cpu"), "stand-in", 0, "gpu") as source:  # given up already
+            got_jpeg = list(source.batches(index_lists))
+    assert tries == [32]  # tried once; every later batch of the process went straight to the CPU
+    assert_same_batches(got, reference, split)  # libjpeg-turbo's pixels exactly
+    assert_same_batches(got_jpeg, reference, split)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "NVJPEG_STATUS_EXECUTION_FAILED" in message and "more detail" not in message
+    assert "CPU" in message and "preprocess" not in message
+
+
+def test_a_damaged_jpeg_on_the_gpu_path_still_names_its_shard(tmp_path, slice_data, monkeypatch):
+    data = tmp_path / "d"
+    shutil.copytree(slice_data, data)
+    split = load_split(data, "train")
+    shard = split.shard_paths[split.shard[57]]
+    with open(shard, "r+b") as f:
+        f.seek(int(split.offset[57]))
+        f.write(b"\0" * 8)
+    monkeypatch.setattr(gpu_decode, "_given_up", {})
+    monkeypatch.setattr(gpu_decode, "synchronize_stream", lambda device: None)
+    with resident._DiskSource(split, torch.device("cpu"), "stand-in", 0, "gpu") as source:
+        with pytest.raises(UserError, match=f"{split.keys[57]}.*{shard}.*preprocess"):
+            list(source.batches([np.arange(40, 80)]))
+    assert gpu_decode._given_up == {}  # the JPEG was at fault, not nvJPEG
+
+
+OPEN_FILES_SCRIPT = """
+import resource, sys
+import numpy as np, torch
+from alexctl.data import gpu_decode, resident
+from alexctl.data.loader import load_split
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+split = load_split(sys.argv[1], "train")
+S = split.image_size
+gpu_decode.synchronize_stream = lambda device: None
+gpu_decode.nvjpeg = lambda datas, device: [torch.zeros((3, S, S), dtype=torch.uint8) for _ in datas]  # not timed
+batches = [np.arange(b, b + 256) % len(split) for b in range(0, 4 * 256, 256)]  # 4 batches of 256 JPEGs
+with resident._DiskSource(split, torch.device("cpu"), "stand-in", 2, "gpu") as source:
+    n = sum(len(images) for images, _, _ in source.batches(batches))
+print("images", n)
+"""
+
+
+def test_gpu_decode_from_disk_fits_in_512_open_files(slice_data):
+    """2 workers with batches of 256 JPEGs: as a tensor per JPEG, one shared-memory descriptor each, the
+    workers fail with "Too many open files" and the reader waits for ever (seen with the old code: a hang)."""
+    result = subprocess.run(
+        [sys.executable, "-c", OPEN_FILES_SCRIPT, str(slice_data)], capture_output=True, text=True, timeout=90
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["images", str(4 * 256)]

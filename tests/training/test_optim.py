@@ -1,11 +1,16 @@
-"""alexctl/optim.py: the paper's SGD rule (section 5)."""
+"""alexctl/training/optim.py: the paper's SGD rule (section 5), and its state held for a compiled step."""
 
 import copy
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from alexctl.training.optim import PaperSGD, build_optimizer
+from alexctl import device
+from alexctl.config import RuntimeOptions
+from alexctl.schedule import parse_schedule
+from alexctl.training.optim import PaperSGD, build_optimizer, hold_for_compile
+from alexctl.training.train import make_train_step
 
 
 def _net(seed=0):
@@ -135,3 +140,68 @@ def test_build_optimizer_paper_defaults_and_bad_rule():
     assert opt.param_groups[0]["weight_decay"] == 0.0005
     with pytest.raises(ValueError, match="'adam'"):
         build_optimizer(_TinyConvNet(), rule="adam")
+
+
+# ---------------------------------------------------------------- the compiled step (hold_for_compile)
+
+
+def _conv_net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
+    )
+
+
+def _compiled_epochs(compile_: bool):
+    """3 epochs of batches 8, 8, 5 under schedule step:1,2 (the rate divided twice); (net, optimizer, graphs)."""
+    runtime = device.resolve(RuntimeOptions(devices="cpu", workers=0, compile=compile_))
+    net = _conv_net()
+    optimizer = build_optimizer(net, lr=0.05)
+    schedule = parse_schedule("step:1,2", 0.05)
+    torch._dynamo.reset()
+    counters.clear()
+    step = make_train_step(net, optimizer, runtime, backend="aot_eager_decomp_partition")
+    g = torch.Generator().manual_seed(1)
+    for epoch in (1, 2, 3):
+        schedule.apply(optimizer)
+        for n in (8, 8, 5):  # a short last batch
+            x, y = torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+            step(x, y, 1 / n)
+        schedule.after_epoch(epoch, None)
+    return net, optimizer, counters["stats"]["unique_graphs"]
+
+
+def test_a_compiled_run_recompiles_nothing_when_the_rate_changes_or_the_last_batch_is_short():
+    """Before: 4 recompiles (each new rate, the short batch) on top of the 2 graphs (forward, update)."""
+    eager, eager_opt, _ = _compiled_epochs(False)
+    net, optimizer, graphs = _compiled_epochs(True)
+    assert graphs == 2
+    assert [g["lr"].item() for g in optimizer.param_groups] == pytest.approx([0.0005, 0.0005])
+    for a, b in zip(eager.parameters(), net.parameters()):  # the tensor-lr update is the float one's
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert all(isinstance(g["lr"], float) for g in eager_opt.param_groups)  # eager keeps Python floats
+
+
+@pytest.mark.parametrize("rule", ["paper", "pytorch"])
+def test_hold_for_compile_makes_the_state_first_and_keeps_the_checkpoint_format(rule):
+    net = _conv_net()
+    optimizer = build_optimizer(net, rule=rule, lr=0.05)
+    hold_for_compile(optimizer)
+    assert all(torch.equal(optimizer.state[p]["momentum_buffer"], torch.zeros_like(p)) for p in net.parameters())
+    held = [g["lr"] for g in optimizer.param_groups]
+    assert all(isinstance(t, torch.Tensor) and t.dim() == 0 and t.item() == pytest.approx(0.05) for t in held)
+    saved = optimizer.state_dict()
+    assert all(type(g["lr"]) is float for g in saved["param_groups"])  # the checkpoint format as before
+    # A checkpoint of an eager run (floats) loads into the held tensors, in place.
+    other = build_optimizer(_conv_net(), rule=rule, lr=0.005)
+    optimizer.load_state_dict(other.state_dict())
+    assert [g["lr"] for g in optimizer.param_groups] == held and held[0].item() == pytest.approx(0.005)
+    # A zero buffer gives the lazily made one's steps exactly.
+    lazy_net, held_net = _conv_net(), _conv_net()
+    lazy, early = build_optimizer(lazy_net, rule=rule), build_optimizer(held_net, rule=rule)
+    hold_for_compile(early)
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))) for _ in range(3)]
+    _train(lazy_net, lazy, batches)
+    _train(held_net, early, batches)
+    for a, b in zip(lazy_net.parameters(), held_net.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)

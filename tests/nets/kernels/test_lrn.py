@@ -18,7 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from alexctl.nets.kernels.lrn import benchmark, local_response_norm
+from alexctl.nets.kernels import lrn_triton
+from alexctl.nets.kernels.lrn import auto_impl, benchmark, local_response_norm
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -189,16 +190,70 @@ def test_benchmark_times_each_cpu_implementation():
     assert set(ms) == {"reference", "torch"} and all(v > 0 for v in ms.values())
 
 
+@pytest.fixture
+def probe(monkeypatch):
+    """lrn_triton's probe not yet run, outside the interpreter."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(lrn_triton, "_probed", [])
+    return monkeypatch
+
+
+@pytest.mark.skipif(lrn_triton.triton is None, reason="the probe's checks after the import need triton")
+def test_the_triton_probe_names_what_is_missing(probe, tmp_path):
+    probe.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert lrn_triton._probe() == f"no C compiler for Triton's launcher ($CC={tmp_path / 'no-such-cc'})"
+    probe.delenv("CC")
+    probe.setenv("PATH", str(tmp_path))  # no gcc, no clang
+    assert lrn_triton._probe() == "no C compiler for Triton's launcher (no $CC, gcc or clang)"
+    probe.undo()
+    probe.delenv("TRITON_INTERPRET", raising=False)
+    probe.setattr(lrn_triton.sysconfig, "get_paths", lambda scheme=None: {"include": str(tmp_path)})
+    assert lrn_triton._probe() == f"no Python headers ({tmp_path / 'Python.h'} is missing)"
+
+
+def test_auto_falls_back_to_torch_with_one_warning_when_triton_cannot_build(probe):
+    probe.setattr(lrn_triton, "_probe", lambda: "no C compiler for Triton's launcher (no $CC, gcc or clang)")
+    probe.setattr(lrn_triton.torch.cuda, "is_available", lambda: True)  # a GPU machine, where it matters
+    with pytest.warns(RuntimeWarning, match=r"Triton LRN cannot run here \(no C compiler.*using the torch LRN") as w:
+        assert auto_impl(True, torch.bfloat16) == "torch"
+        assert auto_impl(True, torch.float32) == "torch"  # probed once: no second warning
+    assert len(w) == 1
+    with pytest.raises(ValueError, match="no C compiler"):  # asked for by name: refused, with the reason
+        local_response_norm(_input((2, 10, 4, 4)), impl="triton")
+    probe.setattr(lrn_triton, "_probed", [""])
+    assert auto_impl(True, torch.bfloat16) == "triton" and auto_impl(False, torch.float32) == "torch"
+
+
+def test_auto_is_decided_outside_a_compiled_graph(probe):
+    """The probe runs once at trace time and its answer is a constant: fullgraph holds either way."""
+    probe.setattr(lrn_triton, "_probed", ["no C compiler"])
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: x * (2 if auto_impl(True, x.dtype) == "triton" else 3), fullgraph=True, backend="eager")
+    assert f(torch.ones(2)).tolist() == [3, 3]
+
+
 # ----------------------------------------------------------------------------- Triton, interpreted
 
 INTERPRETED = textwrap.dedent("""
     import json, os
     import torch
     from torch import nn
-    from alexctl.nets.kernels import lrn
+    from alexctl.nets.kernels import lrn, lrn_triton
 
     assert os.environ["TRITON_INTERPRET"] == "1"
-    results = {"interpreted": type(lrn._forward_kernel).__name__ == "InterpretedFunction"}
+    results = {"interpreted": type(lrn_triton._forward_kernel).__name__ == "InterpretedFunction"}
+
+    class Spy:  # counts the launches of a kernel and their programs
+        def __init__(self, kernel):
+            self.kernel, self.launches, self.programs = kernel, 0, 0
+
+        def __getitem__(self, grid):
+            self.launches, self.programs = self.launches + 1, self.programs + grid[0] * grid[1]
+            return self.kernel[grid]
+
+    spies = [Spy(k) for k in (*lrn_triton.FORWARD, *lrn_triton.BACKWARD)]
+    lrn_triton.FORWARD, lrn_triton.BACKWARD = (spies[0], spies[1]), (spies[2], spies[3])
+    lrn_triton._interpreted = lambda kernel: True  # the spies stand in front of interpreted kernels
 
     def run(x, dy, impl, groups, size):
         x = x.detach().clone().requires_grad_(True)
@@ -210,23 +265,29 @@ INTERPRETED = textwrap.dedent("""
         a, b = a.double(), b.double()
         return ((a - b).abs().max() / b.abs().max()).item()
 
-    cases = [((2, 10, 5, 5), 1, 5, "contiguous"), ((2, 10, 5, 5), 1, 5, "channels_last"),
-             ((2, 96, 5, 5), 2, 5, "contiguous"), ((2, 96, 5, 5), 2, 5, "channels_last"),
-             ((2, 14, 3, 4), 2, 4, "mixed"),  # mixed: x channels_last, dy contiguous; an even window
-             ((2, 10, 4, 4), 2, 5, "bfloat16")]  # loaded as bfloat16, computed in float32, stored as bfloat16
+    # (shape, groups, size, layout, kernel): "walk" for contiguous x, "tile" for channels-last x. Blocks: the walk
+    # takes 128 pixels, the tile 2048 // next_power_of_2(C / groups) pixels: the 6x6 and 9x9 cases span several.
+    cases = [((2, 10, 5, 5), 1, 5, "contiguous", "walk"), ((2, 10, 5, 5), 1, 5, "channels_last", "tile"),
+             ((2, 96, 5, 5), 2, 5, "contiguous", "walk"), ((2, 96, 6, 6), 2, 5, "channels_last", "tile"),
+             ((2, 10, 9, 9), 1, 5, "contiguous", "walk"),  # 162 pixels: two blocks
+             ((2, 14, 3, 4), 2, 4, "mixed", "tile"),  # mixed: x channels_last, dy contiguous; an even window
+             ((2, 10, 4, 4), 2, 5, "bfloat16", "walk"),  # loaded as bfloat16, computed in float32, stored as such
+             ((2, 96, 6, 6), 1, 5, "bfloat16 channels_last", "tile")]  # conv1's LRN as CUDA runs it, 5 tiles
     torch.manual_seed(0)
-    for shape, groups, size, layout in cases:
+    for shape, groups, size, layout, kernel in cases:
         x, dy = torch.randn(shape) * 3, torch.randn(shape)
-        if layout == "bfloat16":
+        if "bfloat16" in layout:
             x, dy = x.bfloat16(), dy.bfloat16()
-        if layout != "contiguous":
+        if layout not in ("contiguous", "bfloat16"):
             x = x.contiguous(memory_format=torch.channels_last)
-        if layout == "channels_last":
+        if "channels_last" in layout:
             dy = dy.contiguous(memory_format=torch.channels_last)
         y_ref, dx_ref = run(x, dy, "reference", groups, size)
+        before = [(spy.launches, spy.programs) for spy in spies]
         y, dx = run(x, dy, "triton", groups, size)
+        ran = [(spy.launches - a, spy.programs - b) for spy, (a, b) in zip(spies, before)]
         results[f"{shape} groups={groups} size={size} {layout}"] = {
-            "forward": error(y, y_ref), "backward": error(dx, dx_ref),
+            "forward": error(y, y_ref), "backward": error(dx, dx_ref), "kernel": kernel, "ran": ran,
             "layout": y.stride() == dx.stride() == x.stride()}  # the reference keeps no layout when groups > 1
 
     class Net(nn.Module):
@@ -267,11 +328,22 @@ def test_triton_kernels_ran_interpreted(interpreted):
 
 def test_triton_matches_reference_forward_and_backward(interpreted):
     cases = {name: r for name, r in interpreted.items() if name not in ("interpreted", "compiled")}
-    assert len(cases) == 6
+    assert len(cases) == 8
     for name, r in cases.items():
         # float32: the interpreter's numpy exp2/log2 against ATen's pow; bfloat16: one unit in the last place.
         tolerance = 2**-7 if "bfloat16" in name else 5e-6
         assert r["forward"] < tolerance and r["backward"] < tolerance and r["layout"], (name, r)
+        # One forward and one backward launch, of the kernel the layout calls for: [walk fwd, tile fwd, walk bwd,
+        # tile bwd] as (launches, programs).
+        tiled = r["kernel"] == "tile"
+        assert [launches for launches, _ in r["ran"]] == [1 - tiled, tiled, 1 - tiled, tiled], (name, r)
+    several = {  # programs per launch where the input spans several blocks
+        "(2, 96, 6, 6) groups=2 size=5 channels_last": 3 * 2,  # 72 pixels / 32 per tile, 2 groups
+        "(2, 10, 9, 9) groups=1 size=5 contiguous": 2,  # 162 pixels / 128
+        "(2, 96, 6, 6) groups=1 size=5 bfloat16 channels_last": 5,  # 72 pixels / 16 per tile (128 channels)
+    }
+    for name, programs in several.items():
+        assert max(p for _, p in cases[name]["ran"]) == programs, (name, cases[name])
 
 
 def test_triton_compiles_without_graph_break(interpreted):
