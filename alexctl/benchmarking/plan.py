@@ -15,7 +15,7 @@ against a time budget before it starts, runs the most valuable steps first, and 
   left of the budget; a step that cannot fit, or whose need is neither done nor planned, is owed. Done steps
   cost nothing.
 - `run_plan(steps, out, budget_s, title)`: plans, then runs each step with cap min(its cap, the budget left),
-  and keeps ONE record file, OUT/plan.json (written atomically through alexctl.rundir): a step's record says
+  and keeps ONE record file, OUT/plan.json (`stem` names it) (written atomically through alexctl.rundir): a step's record says
   "attempted" before it starts and gets its result (done / failed / timed out / crashed) right after, so a
   segfault, a hang or a sticky CUDA error costs one row, never the rest. A step given no time left at run
   time (estimates are estimates) is owed. OUT/plan.md is the table: the budget and, per step, the planned
@@ -71,25 +71,29 @@ class Planned:
 @dataclass(frozen=True)
 class Files:
     out: Path
+    stem: str = "plan"
 
     @property
     def records(self) -> Path:
-        return self.out / "plan.json"
+        return self.out / f"{self.stem}.json"
 
     @property
     def table(self) -> Path:
-        return self.out / "plan.md"
+        return self.out / f"{self.stem}.md"
 
     @property
     def log(self) -> Path:
-        return self.out / "plan.log"
+        return self.out / f"{self.stem}.log"
 
 
-def run_plan(steps: list[Step], out: Path, *, budget_s: float, title: str, retry: bool = False) -> dict:
+def run_plan(
+    steps: list[Step], out: Path, *, budget_s: float, title: str, retry: bool = False, stem: str = "plan"
+) -> dict:
     """Plan `steps` against `budget_s` seconds of this call, run them, and return the records (plan.json).
-    `retry`: try again the steps that failed, timed out or crashed in an earlier call."""
+    `retry`: try again the steps that failed, timed out or crashed in an earlier call. `stem`: the three files'
+    name (OUT/STEM.json, .md, .log)."""
     _check(steps)
-    files = Files(Path(out))
+    files = Files(Path(out), stem)
     started = time.monotonic()
     doc = _load(files, title)
     doc["calls"].append({"started": rundir.now(), "budget_s": budget_s})
