@@ -19,8 +19,8 @@ against a time budget before it starts, runs the most valuable steps first, and 
   "attempted" before it starts and gets its result (done / failed / timed out / crashed) right after, so a
   segfault, a hang or a sticky CUDA error costs one row, never the rest. A step given no time left at run
   time (estimates are estimates) is owed. OUT/plan.md is the table: the budget and, per step, the planned
-  and measured seconds. Children's output is appended to OUT/plan.log. Three files: a device call brings
-  back at most eight.
+  and measured seconds, and the CPU seconds of its processes (on a shared machine wall time alone misleads).
+  Children's output is appended to OUT/plan.log. Three files: a device call brings back at most eight.
 - A rerun (the same OUT, on this machine or a fresh one that was given the OUT folder back) skips what is
   done; a failed step is not tried again (its row says why), and one whose call was cut short while it ran
   ("attempted", no result) is tried again, at most `MAX_ATTEMPTS` times in all.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -188,7 +189,7 @@ def _run_step(files: Files, doc: dict, steps: list[Step], step: Step, *, cap_s: 
     result_path = files.out / f".{step.name}.result.json"
     result_path.unlink(missing_ok=True)
     env = {**os.environ, **step.env, PLAN_ENV: str(files.records), RESULT_ENV: str(result_path)}
-    tick = time.monotonic()
+    tick, cpu = time.monotonic(), _children_cpu()
     with open(files.log, "a") as log:
         log.write(f"\n===== {step.name} ({rundir.now()}): {' '.join(step.argv)}\n")
         log.flush()
@@ -207,7 +208,9 @@ def _run_step(files: Files, doc: dict, steps: list[Step], step: Step, *, cap_s: 
         status, error = CRASHED, f"killed by {signal.Signals(-code).name}"
     else:
         status, error = FAILED, f"exit {code}: {_last_line(files.log)}"
-    record.update(status=status, seconds=seconds, exit=code, finished=rundir.now())
+    # CPU seconds of the step's processes (those waited for): on a shared machine, what its wall time cannot say
+    cpu_s = round(_children_cpu() - cpu, 1)
+    record.update(status=status, seconds=seconds, cpu_s=cpu_s, exit=code, finished=rundir.now())
     if error:
         record["error"] = error
     if result_path.exists():
@@ -222,6 +225,11 @@ def _run_step(files: Files, doc: dict, steps: list[Step], step: Step, *, cap_s: 
         file=sys.stderr,
         flush=True,
     )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -278,8 +286,8 @@ def markdown(doc: dict, steps: list[Step]) -> str:
         lines.append(f"- call {i}, {call['started']}: budget {call['budget_s']:.0f} s of command time{used}")
     lines += [
         "",
-        "| step | value | planned s | cap s | measured s | status | note |",
-        "|---|---|---|---|---|---|---|",
+        "| step | value | planned s | cap s | measured s | CPU s | status | note |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in sorted(steps, key=lambda s: -worth(s, steps)):
         r = doc["steps"].get(s.name, {})
@@ -287,6 +295,6 @@ def markdown(doc: dict, steps: list[Step]) -> str:
         measured = r.get("seconds", "")
         lines.append(
             f"| {s.name} | {s.value:g} | {s.estimate_s:.0f} | {r.get('cap_s', s.cap_s):.0f} | {measured} "
-            f"| {r.get('status', 'not run')} | {note} |"
+            f"| {r.get('cpu_s', '')} | {r.get('status', 'not run')} | {note} |"
         )
     return "\n".join(lines) + "\n"

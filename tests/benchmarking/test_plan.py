@@ -91,7 +91,7 @@ def test_a_crash_a_hang_and_a_failure_cost_one_row_each_and_a_rerun_skips_what_i
     table = (out / "plan.md").read_text()
     assert "budget 60 s of command time" in table
     assert "| hang | 7 | 1 | 1 | " in table and "| timed out |" in table
-    assert f"| measure | 9 | 1 | 10 | {records['measure']['seconds']} | done |" in table
+    assert f"| measure | 9 | 1 | 10 | {records['measure']['seconds']} | {records['measure']['cpu_s']} | done |" in table
 
     again = plan.run_plan(steps, out, budget_s=60, title="check")
     assert marker.read_text() == "m"  # done: not run again
