@@ -279,14 +279,15 @@ def first_jpeg(part: Path) -> bytes:
 
 
 def cuda_tests(paths: Paths, part: Path) -> dict:
-    """pytest -m cuda on CUDA_TEST_FILES (in this process), the real photographs read from the part's folder
-    (ALEXCTL_SHARED_DATA: the device carries .data/ rather than ../shared/data); counts and failures' names."""
+    """pytest -m cuda on CUDA_TEST_FILES (in this process); counts and failures' names. The tests read their
+    photographs from ALEXCTL_SHARED_DATA: a device has no ../shared/data, so .data/tests (made by
+    pipelines/gpu-prepare.sh: the photographs the tests' fixtures take) when it is there, else the part's folder."""
     import xml.etree.ElementTree as ElementTree
 
     import pytest  # a test dependency: only this step needs it
 
-    shared = Path(part).resolve().parents[1]
-    os.environ.setdefault("ALEXCTL_SHARED_DATA", str(shared))
+    carried = ROOT / ".data" / "tests"
+    os.environ.setdefault("ALEXCTL_SHARED_DATA", str(carried if carried.is_dir() else Path(part).resolve().parents[1]))
     report = paths.work / "cuda-tests.xml"
     files = [str(ROOT / f) for f in CUDA_TEST_FILES]
     args = ["-q", "-m", "cuda", "-p", "no:cacheprovider", f"--rootdir={ROOT}", f"--junitxml={report}", *files]
