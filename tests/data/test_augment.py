@@ -5,7 +5,6 @@ Most tests feed a synthetic image whose pixels encode their own coordinates
 output patch says where it was cut from and whether it was flipped.
 """
 
-
 import numpy as np
 import pytest
 import torch
