@@ -127,8 +127,10 @@ def gpu_check(paths: Paths, *, part: Path, mode: str, budget_s: float, retry: bo
     paths.work.mkdir(parents=True, exist_ok=True)
     rundir.check_writable(paths.out, "the GPU check's OUT folder")
     log(f"gpu-check ({scale.mode}): budget {budget_s:.0f} s, results in {paths.out}")
-    doc = run_plan(steps(paths, scale, part), paths.out, budget_s=budget_s, title=title(scale), retry=retry, stem=STEM)
-    doc.update(scale=asdict(scale), command=command, alexctl_version=__version__, machine=machine())
+    meta = dict(scale=asdict(scale), command=command, alexctl_version=__version__, machine=machine())
+    doc = run_plan(
+        steps(paths, scale, part), paths.out, budget_s=budget_s, title=title(scale), retry=retry, stem=STEM, meta=meta
+    )
     doc["figures"] = gpufigures.figures(doc)
     rundir.write_json(records, doc)
     table = gpufigures.markdown(doc) + "\n" + (paths.out / f"{STEM}.md").read_text()

@@ -88,36 +88,46 @@ class Files:
 
 
 def run_plan(
-    steps: list[Step], out: Path, *, budget_s: float, title: str, retry: bool = False, stem: str = "plan"
+    steps: list[Step],
+    out: Path,
+    *,
+    budget_s: float,
+    title: str,
+    retry: bool = False,
+    stem: str = "plan",
+    meta: dict | None = None,
 ) -> dict:
     """Plan `steps` against `budget_s` seconds of this call, run them, and return the records (plan.json).
     `retry`: try again the steps that failed, timed out or crashed in an earlier call. `stem`: the three files'
-    name (OUT/STEM.json, .md, .log)."""
+    name (OUT/STEM.json, .md, .log). `meta`: kept at the top of the records from the start (what ran, where).
+    One call at a time per OUT (OUT/.lock; a second is refused, exit 2)."""
     _check(steps)
     files = Files(Path(out), stem)
     started = time.monotonic()
-    doc = _load(files, title)
-    doc["calls"].append({"started": rundir.now(), "budget_s": budget_s})
-    records = doc["steps"]
-    planned = plan(steps, budget_s, records, retry=retry)
-    for name, why in planned.owed.items():
-        records[name] = {**records.get(name, {}), "status": OWED, "why": why}
-    _save(files, doc, steps)
-    for step in planned.run:
-        left = budget_s - (time.monotonic() - started)
-        missing = [n for n in step.needs if records.get(n, {}).get("status") != DONE]
-        if missing or step.estimate_s > left:
-            why = (
-                f"needs {', '.join(missing)}"
-                if missing
-                else f"{left:.0f} s left of the budget, estimate {step.estimate_s:.0f} s"
-            )
-            records[step.name] = {**records.get(step.name, {}), "status": OWED, "why": why}
-            _save(files, doc, steps)
-            continue
-        _run_step(files, doc, steps, step, cap_s=min(step.cap_s, left))
-    doc["calls"][-1]["seconds"] = round(time.monotonic() - started, 1)
-    _save(files, doc, steps)
+    with rundir.DirectoryLock(files.out / ".lock", title):
+        doc = _load(files, title)
+        doc.update(meta or {})
+        doc["calls"].append({"started": rundir.now(), "budget_s": budget_s})
+        records = doc["steps"]
+        planned = plan(steps, budget_s, records, retry=retry)
+        for name, why in planned.owed.items():
+            records[name] = {**records.get(name, {}), "status": OWED, "why": why}
+        _save(files, doc, steps)
+        for step in planned.run:
+            left = budget_s - (time.monotonic() - started)
+            missing = [n for n in step.needs if records.get(n, {}).get("status") != DONE]
+            if missing or step.estimate_s > left:
+                why = (
+                    f"needs {', '.join(missing)}"
+                    if missing
+                    else f"{left:.0f} s left of the budget, estimate {step.estimate_s:.0f} s"
+                )
+                records[step.name] = {**records.get(step.name, {}), "status": OWED, "why": why}
+                _save(files, doc, steps)
+                continue
+            _run_step(files, doc, steps, step, cap_s=min(step.cap_s, left))
+        doc["calls"][-1]["seconds"] = round(time.monotonic() - started, 1)
+        _save(files, doc, steps)
     return doc
 
 

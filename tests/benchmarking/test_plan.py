@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from alexctl.benchmarking import plan
 from alexctl.benchmarking.plan import Step
+from alexctl.errors import UserError
 
 
 def _py(code: str) -> list[str]:
@@ -86,7 +89,9 @@ def test_a_crash_a_hang_and_a_failure_cost_one_row_each_and_a_rerun_skips_what_i
     assert records["too-long"]["status"] == "owed" and "does not fit" in records["too-long"]["why"]
     assert json.loads((out / "plan.json").read_text()) == doc
     assert "partial" in (out / "plan.log").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "plan.log", "plan.md"]  # a device call brings back 8
+    # a device call brings back 8 files; the lock is released (empty) after the call
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "plan.json", "plan.log", "plan.md"]
+    assert (out / ".lock").read_text() == ""
 
     table = (out / "plan.md").read_text()
     assert "budget 60 s of command time" in table
@@ -124,3 +129,12 @@ def test_the_budget_left_caps_a_step_at_run_time(tmp_path):
     doc = plan.run_plan(steps, tmp_path, budget_s=2.0, title="check")
     assert doc["steps"]["slow"]["status"] == "done"
     assert doc["steps"]["next"]["status"] == "owed" and "left of the budget" in doc["steps"]["next"]["why"]
+
+
+def test_one_call_at_a_time_per_out_folder_and_its_meta_is_kept_from_the_start(tmp_path):
+    with plan.rundir.DirectoryLock(tmp_path / ".lock", "another gpu-check"):
+        with pytest.raises(UserError, match="in use by another alexctl process"):
+            plan.run_plan([_step("a")], tmp_path, budget_s=10, title="check")
+    assert not (tmp_path / "plan.json").exists()
+    doc = plan.run_plan([_step("a")], tmp_path, budget_s=10, title="check", meta={"machine": "cpu-2"})
+    assert doc["machine"] == "cpu-2" and doc["steps"]["a"]["status"] == "done"
