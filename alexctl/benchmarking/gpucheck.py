@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from alexctl import __version__, rundir
 from alexctl.benchmarking import gpubench, gpufigures, gpurecipes, preflight
 from alexctl.benchmarking.plan import Step, earlier_result, run_plan, write_result
@@ -139,8 +141,6 @@ def gpu_check(paths: Paths, *, part: Path, mode: str, budget_s: float, retry: bo
 
 
 def scale_for(mode: str) -> Scale:
-    import torch  # heavy: only once a check runs
-
     if mode == "auto":
         mode = "full" if torch.cuda.is_available() else "dry"
     return FULL if mode == "full" else DRY
@@ -199,8 +199,6 @@ def run_step(name: str, paths: Paths, *, part: Path, mode: str) -> int:
 
 
 def machine() -> dict:
-    import torch
-
     cuda = torch.cuda.is_available()
     versions = {
         "torch": torch.__version__,

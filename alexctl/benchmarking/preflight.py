@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode
+from torchvision.io import decode_jpeg as tv_decode
 
 from alexctl.data.transform import decode_jpeg
 
@@ -79,9 +81,6 @@ def _headers() -> tuple[bool, str]:
 def _decode(data: bytes, cuda: bool) -> tuple[bool, str]:
     """nvJPEG (torchvision.io.decode_jpeg on the GPU) against alexctl's CPU decode (libjpeg-turbo) of one photograph;
     without CUDA, torchvision's CPU decoder stands in for nvJPEG."""
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_jpeg as tv_decode
-
     device = "cuda" if cuda else "cpu"
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     other = tv_decode(encoded, mode=ImageReadMode.RGB, device=device)
