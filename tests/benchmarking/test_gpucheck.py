@@ -255,3 +255,20 @@ def test_the_dry_gpu_check_runs_every_step_and_goes_on_from_its_out_folder(tmp_p
     later = json.loads((brought_back / "gpu-check.json").read_text())
     assert len(later["calls"]) == 2 and (tmp_path / "fresh" / "data" / "val" / "manifest.json").exists()
     assert {n: r["attempts"] for n, r in later["steps"].items()} == {n: 1 + (n == "prepare") for n, *_ in gpucheck.PLAN}
+
+
+@pytest.mark.slow
+def test_the_stock_recipe_command_trains_and_evaluates_on_the_same_partition(slice_data, tmp_path):
+    from helpers import invoke, json_output
+
+    run = tmp_path / "stock"
+    sizes = ("--crop", "64", "--resize", "73", "--workers", "0", "--batch-size", "32")
+    trained = json_output(
+        invoke("stock-recipe", "train", slice_data, run, "--epochs", "1", *sizes, "--json", check=True)
+    )
+    assert trained["epochs_completed"] == 1 and (trained["train_images"], trained["val_images"]) == (110, 10)
+    assert (run / "train.json").exists() and (run / "final.pt").exists()
+    evaluated = json_output(
+        invoke("stock-recipe", "eval", slice_data, run, "--crops", "10", *sizes, "--json", check=True)
+    )
+    assert evaluated["num_images"] == 10 and 0 <= evaluated["top5_error"] <= evaluated["top1_error"] <= 1
