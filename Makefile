@@ -53,7 +53,8 @@ docs: $(STAMP)
 	$(PY) -m alexctl.cli.docgen
 
 # On a GPU machine (docs/benchmarks.md, "The GPU check"): every speed figure, and the paper's recipe
-# on Imagenette against the stock torchvision recipe, into out/gpu-check/. On a CPU: a small dry run.
+# on Imagenette against the stock torchvision recipe, in one call of 8 minutes (BUDGET_S), into
+# out/gpu-check/. On a CPU: a dry run of every step.
 gpu-check:
 	$(MAKE) -f pipelines/gpu-check.mk
 

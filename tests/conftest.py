@@ -15,11 +15,19 @@ from helpers import SHARED_DATA, extract_imagenette_slice
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs only with CUDA (`alexctl gpu-check`'s cuda-tests step: -m cuda)")
     if not (SHARED_DATA / "imagenette-224" / "train-1of2.tar").is_file():
         raise pytest.UsageError(
             f"the real test images are missing: {SHARED_DATA} (../shared/data beside the repository) "
             "must hold imagenette-224/, imagenet-samples/ and synsets.txt; set ALEXCTL_SHARED_DATA to another copy."
         )
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that skips without CUDA is marked `cuda`: the GPU check runs exactly these (pytest -m cuda)."""
+    for item in items:
+        if any("needs a CUDA device" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif")):
+            item.add_marker(pytest.mark.cuda)
 
 
 @pytest.fixture(scope="session")

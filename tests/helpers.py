@@ -18,6 +18,8 @@ def extract_imagenette_slice(out: Path, per_class: int, skip: int = 0) -> Path:
     """`per_class` images of each of Imagenette's 10 classes as an ImageFolder tree under out/train."""
     counts: dict[str, int] = {}
     for part in ("train-1of2.tar", "train-2of2.tar"):
+        if part == "train-2of2.tar" and not (SHARED_DATA / "imagenette-224" / part).exists():
+            break  # a GPU machine carries one part (.data/, `alexctl gpu-check`'s cuda-tests); per_class fits in it
         with tarfile.open(SHARED_DATA / "imagenette-224" / part) as tar:
             for member in tar:
                 if not member.isfile():

@@ -12,14 +12,11 @@ torchvision's references/classification (train.py, presets.py) as its documentat
 On one GPU the batch is the eight-GPU run's 256, with its learning rate. The images are the original
 files, split exactly as a preprocessed data directory split them (`partition`): each split's shard
 sidecars record the source path of every image it holds, so both recipes train and are judged on the
-same images. `python -m alexctl.benchmarking.stock train|eval DATA_DIR RUN_DIR` runs it (alexctl.benchmarking.gpucheck does).
+same images. `alexctl stock-recipe train|eval DATA_DIR RUN_DIR` runs it; the GPU check calls it in its stock step.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ import torch.nn.functional as F
 from alexctl import rundir
 from alexctl.console import log
 from alexctl.data.labels import ClassList
-from alexctl.errors import UserError, WorkFailed
+from alexctl.errors import UserError
 from alexctl.metrics import topk_errors
 
 RECIPE = {  # torchvision references/classification, alexnet; units as torch.optim.SGD and StepLR take them
@@ -318,39 +315,3 @@ def _errors(
             probs.append(p.view(len(x), crops, -1).mean(1).cpu().numpy())
     net.train()
     return topk_errors(np.concatenate(probs), dataset.labels)
-
-
-# ---------------------------------------------------------------- python -m alexctl.benchmarking.stock
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alexctl.benchmarking.stock", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("train", "eval"))
-    parser.add_argument("data_dir", type=Path, help="a data directory `alexctl preprocess` made from an image folder")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
-    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
-    parser.add_argument("--workers", type=int, default=16, help="DataLoader workers (the reference's -j 16)")
-    parser.add_argument("--crop", type=int, default=RECIPE["crop"])
-    parser.add_argument("--resize", type=int, default=RECIPE["resize"])
-    parser.add_argument("--crops", type=int, default=1, help="eval: 1 (center) or 10")
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "crop", "resize"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
-    common = dict(batch_size=args.batch_size, workers=max(0, args.workers), crop=args.crop, resize=args.resize)
-    try:
-        if args.action == "train":
-            summary = train(args.data_dir, args.run_dir, epochs=args.epochs, **common)
-        else:
-            summary = evaluate(args.data_dir, args.run_dir, crops=args.crops, **common)
-    except (UserError, WorkFailed) as e:
-        print(f"alexctl.benchmarking.stock: error: {e}", file=sys.stderr)
-        return e.exit_code
-    print(json.dumps(summary) if args.json else {k: v for k, v in summary.items() if k != "rows"})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -161,7 +161,20 @@ def _root(
 
 
 def _register() -> None:
-    from alexctl.cli import bench, demo_data, ensemble, evaluate, export, predict, preprocess, report, status, train
+    from alexctl.cli import (
+        bench,
+        demo_data,
+        ensemble,
+        evaluate,
+        export,
+        gpu_check,
+        predict,
+        preprocess,
+        report,
+        status,
+        stock_recipe,
+        train,
+    )
 
     def add(name: str, function, **kwargs) -> None:
         app.command(name, cls=_Command, **kwargs)(function)
@@ -177,6 +190,8 @@ def _register() -> None:
     add("report", report.command, no_args_is_help=True)
     add("status", status.command, no_args_is_help=True)
     add("bench", bench.command)
+    add("gpu-check", gpu_check.command)
+    add("stock-recipe", stock_recipe.command, no_args_is_help=True)
 
 
 _register()

@@ -145,7 +145,7 @@ def command(
     if width is not None and not width > 0:
         raise UserError(f"--width {width} must be above 0.")
     if preprocess_source is not None:
-        from alexctl.benchmarking.bench import preprocess_bench
+        from alexctl.benchmarking.preprocess_bench import preprocess_bench
 
         result = preprocess_bench(preprocess_source, size=256, quality=95, repeats=max(repeats, 3))
         lines = [

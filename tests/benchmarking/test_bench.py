@@ -36,16 +36,6 @@ def test_bench_measures_every_path_on_the_cpu(slice_data):
     assert result["timing"] == {"warmup_batches": 0, "steps_per_window": 1, "windows": 2}
 
 
-def test_preprocess_bench_against_a_naive_pil_loop(tmp_path, imagenet_samples):
-    few = tmp_path / "few"
-    few.mkdir()
-    for p in sorted(imagenet_samples.iterdir())[:12]:
-        (few / p.name).write_bytes(p.read_bytes())
-    result = json_output(invoke("bench", "--preprocess", few, "--repeats", "3", "--json", check=True))
-    assert result["images"] == 12 and [r["name"] for r in result["rows"]] == ["alexctl", "naive PIL loop"]
-    assert result["speedup"] > 0 and result["psnr_db_vs_full_decode"]["min"] >= 35
-
-
 def test_one_bench_measures_several_runtimes_and_builds_a_network_once_per_setting(slice_data):
     from alexctl import device
     from alexctl.benchmarking.bench import MEASURES, Bench

@@ -5,8 +5,6 @@ Most tests feed a synthetic image whose pixels encode their own coordinates
 output patch says where it was cut from and whether it was flipped.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,10 +16,9 @@ from alexctl.data.augment import Lighting, center_crop, crop_positions, ten_crop
 from alexctl.data.transform import center_origin
 from alexctl.training.train import Augmenter
 
-ROOT = Path(__file__).resolve().parents[2]
-# The shared data sits beside the project (../shared/data) or, on a device machine, inside it.
-PHOTOS = next((p for p in (ROOT.parent / "shared", ROOT / "shared") if p.is_dir()), ROOT.parent / "shared")
-PHOTOS = PHOTOS / "data" / "imagenet-samples"
+from helpers import SHARED_DATA
+
+PHOTOS = SHARED_DATA / "imagenet-samples"  # ALEXCTL_SHARED_DATA moves it (a GPU machine carries a few: .data/tests)
 # ImageNet's RGB eigen-decomposition in [0, 1] units as fb.resnet.torch publishes it, here in 0..255 units.
 EIGENVALUES_255 = np.array([0.2175, 0.0188, 0.0045]) * 255**2
 EIGENVECTORS = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])

@@ -414,3 +414,25 @@ def test_implementations_change_how_not_what():
 def test_constructors_refuse_a_config_for_the_other_arch():
     with pytest.raises(ValueError, match="'cifar'"):
         AlexNet(config=ModelConfig(arch="cifar"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_two_column_layout_on_one_device_computes_the_same_function():
+    """Both columns on cuda:0 (what `--devices cuda:0,cuda:0` builds): the one-device net's outputs and gradients."""
+    torch.manual_seed(5)
+    one = AlexNet(10, None, SMALL).cuda()
+    two = AlexNet(10, ["cuda:0", "cuda:0"], SMALL)
+    two.load_state_dict(one.state_dict())
+    assert {p.device for p in two.parameters()} == {torch.device("cuda:0")}
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64, device="cuda")
+    labels = torch.tensor([1, 7], device="cuda")
+    outputs = []
+    for model in (one.double().eval(), two.double().eval()):  # float64: no TF32, no cancellation noise
+        out = model(x)
+        F.cross_entropy(out * 10, labels).backward()
+        outputs.append(out.detach())
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-9, atol=1e-9)
+    g1, g2 = canonical_grads(one), canonical_grads(two)
+    for name, grad in g1.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(g2[name], grad, rtol=1e-7, atol=1e-7 * grad.abs().max().item(), msg=name)

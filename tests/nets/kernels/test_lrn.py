@@ -409,3 +409,23 @@ def test_lrn_gradient_and_low_precision():
     torch.testing.assert_close(bf16.double(), exact, rtol=8e-3, atol=1e-3)
     with pytest.raises(ValueError, match="'printed'"):
         local_response_norm(x, alpha_reading="printed")
+
+
+# ---------------------------------------------------------------- on CUDA (`alexctl gpu-check`'s cuda-tests step)
+
+PAPER_LRN_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]  # after conv1 and conv2, the recipe's batch 128
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("shape", PAPER_LRN_SHAPES, ids=["conv1", "conv2"])
+def test_cuda_triton_matches_reference_at_the_paper_nets_shapes_in_bf16_channels_last(shape, groups):
+    """The layout CUDA trains in (bf16, channels-last) at the real shapes: many blocks, both directions."""
+    x = _input(shape, torch.bfloat16, "channels_last").cuda()
+    dy = _input(shape, torch.bfloat16, "channels_last", seed=1).cuda()
+    y, dx = _forward_backward(x, dy, groups=groups, impl="triton")
+    y0, dx0 = _forward_backward(x.double(), dy.double(), groups=groups, impl="reference")
+    assert y.dtype == dx.dtype == torch.bfloat16
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    _assert_close(y, y0, TOLERANCE[torch.bfloat16])
+    _assert_close(dx, dx0, TOLERANCE[torch.bfloat16])

@@ -1,0 +1,51 @@
+"""`alexctl stock-recipe train|eval`: torchvision's AlexNet recipe, the baseline (alexctl.benchmarking.stock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alexctl.cli.options import JSON, MODEL, emit
+
+
+def command(
+    action: str = typer.Argument(..., metavar="[train|eval]", help="Train the recipe, or evaluate its final weights."),
+    data: Path = typer.Argument(
+        ..., metavar="DATA_DIR", help="A data directory `alexctl preprocess` made from an image folder."
+    ),
+    run: Path = typer.Argument(..., metavar="RUN_DIR", help="Where the recipe's weights and summary go."),
+    epochs: int = typer.Option(90, "--epochs", metavar="N", rich_help_panel=MODEL, help="Training epochs."),
+    batch_size: int = typer.Option(256, "--batch-size", metavar="N", rich_help_panel=MODEL, help="Images per batch."),
+    workers: int = typer.Option(16, "--workers", metavar="N", help="DataLoader workers (the reference's -j 16)."),
+    crop: int = typer.Option(224, "--crop", metavar="N", rich_help_panel=MODEL, help="Crop size, pixels."),
+    resize: int = typer.Option(256, "--resize", metavar="N", rich_help_panel=MODEL, help="Evaluation resize, pixels."),
+    crops: int = typer.Option(1, "--crops", metavar="[1|10]", help="eval: the center crop or the ten crops."),
+    as_json: bool = JSON,
+) -> None:
+    """Train or evaluate torchvision's references/classification recipe for AlexNet on the original
+    files of a data directory's train and val splits (the same partition alexctl trains on): PIL
+    decode in DataLoader workers, RandomResizedCrop + flip, SGD lr 0.01, fp32 eager.
+
+    Example:
+
+    \b
+        alexctl stock-recipe train data/ runs/stock --epochs 3
+    """
+    from alexctl.benchmarking import stock
+    from alexctl.errors import UserError
+
+    if action not in ("train", "eval"):
+        raise UserError(f"ACTION {action} is not train or eval.")
+    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--crop", crop), ("--resize", resize)):
+        if value < 1:
+            raise UserError(f"{name} {value} must be at least 1.")
+    if crops not in (1, 10):
+        raise UserError(f"--crops {crops} is not 1 or 10.")
+    common = dict(batch_size=batch_size, workers=max(0, workers), crop=crop, resize=resize)
+    if action == "train":
+        summary = stock.train(data, run, epochs=epochs, **common)
+    else:
+        summary = stock.evaluate(data, run, crops=crops, **common)
+    lines = [f"{k}: {v}" for k, v in summary.items() if k != "rows"]
+    emit(summary, as_json, lines, command="stock-recipe", directory=run)
