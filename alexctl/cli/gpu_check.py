@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import DATA, JSON, emit
+from alexctl.cli.options import DATA, Json, emit
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PARTS = (  # the part gpu-prepare.sh puts in .data/ (what travels to a device), else the shared copy
@@ -15,19 +16,22 @@ DEFAULT_PARTS = (  # the part gpu-prepare.sh puts in .data/ (what travels to a d
 )
 
 
-def command(
-    out: Path = typer.Argument(
-        Path("out/gpu-check"), metavar="OUT", help="Results: gpu-check.json, gpu-check.md, gpu-check.log."
-    ),
-    work: Path = typer.Option(
-        Path("/tmp/alexctl-gpu-check"),
+OutArg = Annotated[
+    Path,
+    typer.Argument(metavar="OUT", help="Results: gpu-check.json, gpu-check.md, gpu-check.log."),
+]
+Work = Annotated[
+    Path,
+    typer.Option(
         "--work",
         metavar="DIR",
         rich_help_panel=DATA,
         help="Images, data directory and runs (heavy; made again on a fresh machine).",
     ),
-    part: Path = typer.Option(
-        None,
+]
+Part = Annotated[
+    Path,
+    typer.Option(
         "--part",
         metavar="TAR",
         rich_help_panel=DATA,
@@ -35,17 +39,36 @@ def command(
         help="The Imagenette part, a tar of <wnid>/<name>.JPEG (default: .data/imagenette-224/train-1of2.tar, "
         "else ../shared/data's).",
     ),
-    mode: str = typer.Option(
-        "auto", "--mode", metavar="[auto|full|dry]", help="auto: full with CUDA, dry (a smoke test) without."
+]
+Mode = Annotated[
+    str,
+    typer.Option("--mode", metavar="[auto|full|dry]", help="auto: full with CUDA, dry (a smoke test) without."),
+]
+Budget = Annotated[
+    float,
+    typer.Option(
+        "--budget", metavar="SECONDS", help="Command time to plan against (BUDGET_S); what cannot fit is owed."
     ),
-    budget: float = typer.Option(
-        480.0, "--budget", metavar="SECONDS", help="Command time to plan against (BUDGET_S); what cannot fit is owed."
-    ),
-    retry: bool = typer.Option(
-        False, "--retry", help="Try again the steps that failed, timed out or crashed in an earlier call."
-    ),
-    step: str = typer.Option(None, "--step", hidden=True, help="Run one step (what the planner's children do)."),
-    as_json: bool = JSON,
+]
+Retry = Annotated[
+    bool,
+    typer.Option("--retry", help="Try again the steps that failed, timed out or crashed in an earlier call."),
+]
+Step = Annotated[
+    str,
+    typer.Option("--step", hidden=True, help="Run one step (what the planner's children do)."),
+]
+
+
+def command(
+    out: OutArg = Path("out/gpu-check"),
+    work: Work = Path("/tmp/alexctl-gpu-check"),
+    part: Part = None,
+    mode: Mode = "auto",
+    budget: Budget = 480.0,
+    retry: Retry = False,
+    step: Step = None,
+    as_json: Json = False,
 ) -> None:
     """Measure every figure the GPU work owes in one call: preflight, the CUDA-path tests, images/s
     (synthetic and end to end), ten-crop crops/s, the paper's recipe for 90 epochs and the stock

@@ -3,25 +3,61 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from alexctl.cli.options import JSON, MODEL, emit
+from alexctl.cli.options import MODEL, Json, emit
+
+ActionArg = Annotated[
+    str,
+    typer.Argument(metavar="[train|eval]", help="Train the recipe, or evaluate its final weights."),
+]
+DataArg = Annotated[
+    Path,
+    typer.Argument(metavar="DATA_DIR", help="A data directory `alexctl preprocess` made from an image folder."),
+]
+RunArg = Annotated[
+    Path,
+    typer.Argument(metavar="RUN_DIR", help="Where the recipe's weights and summary go."),
+]
+Epochs = Annotated[
+    int,
+    typer.Option("--epochs", metavar="N", rich_help_panel=MODEL, help="Training epochs."),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option("--batch-size", metavar="N", rich_help_panel=MODEL, help="Images per batch."),
+]
+Workers = Annotated[
+    int,
+    typer.Option("--workers", metavar="N", help="DataLoader workers (the reference's -j 16)."),
+]
+Crop = Annotated[
+    int,
+    typer.Option("--crop", metavar="N", rich_help_panel=MODEL, help="Crop size, pixels."),
+]
+Resize = Annotated[
+    int,
+    typer.Option("--resize", metavar="N", rich_help_panel=MODEL, help="Evaluation resize, pixels."),
+]
+Crops = Annotated[
+    int,
+    typer.Option("--crops", metavar="[1|10]", help="eval: the center crop or the ten crops."),
+]
 
 
 def command(
-    action: str = typer.Argument(..., metavar="[train|eval]", help="Train the recipe, or evaluate its final weights."),
-    data: Path = typer.Argument(
-        ..., metavar="DATA_DIR", help="A data directory `alexctl preprocess` made from an image folder."
-    ),
-    run: Path = typer.Argument(..., metavar="RUN_DIR", help="Where the recipe's weights and summary go."),
-    epochs: int = typer.Option(90, "--epochs", metavar="N", rich_help_panel=MODEL, help="Training epochs."),
-    batch_size: int = typer.Option(256, "--batch-size", metavar="N", rich_help_panel=MODEL, help="Images per batch."),
-    workers: int = typer.Option(16, "--workers", metavar="N", help="DataLoader workers (the reference's -j 16)."),
-    crop: int = typer.Option(224, "--crop", metavar="N", rich_help_panel=MODEL, help="Crop size, pixels."),
-    resize: int = typer.Option(256, "--resize", metavar="N", rich_help_panel=MODEL, help="Evaluation resize, pixels."),
-    crops: int = typer.Option(1, "--crops", metavar="[1|10]", help="eval: the center crop or the ten crops."),
-    as_json: bool = JSON,
+    action: ActionArg,
+    data: DataArg,
+    run: RunArg,
+    epochs: Epochs = 90,
+    batch_size: BatchSize = 256,
+    workers: Workers = 16,
+    crop: Crop = 224,
+    resize: Resize = 256,
+    crops: Crops = 1,
+    as_json: Json = False,
 ) -> None:
     """Train or evaluate torchvision's references/classification recipe for AlexNet on the original
     files of a data directory's train and val splits (the same partition alexctl trains on): PIL
