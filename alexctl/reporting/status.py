@@ -30,6 +30,17 @@ def status(paths: list[Path], *, verify: bool = False) -> list[dict]:
     return [_one(Path(p), verify) for p in paths]
 
 
+def tab_line(entry: dict, stage: dict) -> str:
+    """One stage as a tab-separated line: path, kind, stage, state, detail. A tab, newline or backslash inside a
+    field (a run directory named with a newline) is written as \\t, \\n or \\\\, so that a line is always one stage."""
+    fields = (entry["path"], entry["kind"], stage["stage"], stage["state"], stage["detail"])
+    return "\t".join(escaped(str(f)) for f in fields)
+
+
+def escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _one(path: Path, verify: bool) -> dict:
     try:
         return _read(path, verify)
