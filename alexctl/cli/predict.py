@@ -102,6 +102,7 @@ def command(
     from alexctl.data.image_files import ImageFiles, find
     from alexctl.errors import UserError, WorkFailed
     from alexctl.inference.classify import classify, load_classifier, top_classes
+    from alexctl.stop import StopSignals
 
     started = time.monotonic()
     if batch_size < 1 or top_k < 1:
@@ -146,6 +147,7 @@ def command(
             workers=runtime.workers,
             skip=lambda i, reason: (skip(files[i].name, reason), bar.advance(1)),
         ) as source,
+        StopSignals() as stop,  # a signal is noticed between batches: every printed row is whole
     ):
         for indices, probs in classify(classifier, source, batches, crops=int(crops), runtime=runtime, progress=bar):
             rows = [
@@ -162,6 +164,8 @@ def command(
                 results.extend(rows)
             else:
                 out.write(rows)
+            done = indices[-1] + 1 if len(indices) else 0
+            stop.check(f"after {done} of {len(files)} images; the rows printed are whole: predict the rest again.")
     seconds = time.monotonic() - tick
     predicted = len(files) - (len(skipped) - len(missing))
     summary = {

@@ -11,6 +11,7 @@ asked for, at each epoch end); resume() loads last.pt into the network, optimize
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -139,6 +140,7 @@ class Saver:
     def _save_mid_epoch(self) -> None:
         sums = self.state.current
         loss, correct, samples = all_reduce([sums.loss, sums.correct, sums.samples], self.runtime)
+        check_finite(loss, self.state.epoch + 1, sums.step)  # every rank sees the same sum
         if self.runtime.leader:  # rank 0 keeps the sums of all ranks; the others count on from zero
             sums.loss, sums.correct, sums.samples = loss, int(correct), int(samples)
             self._save_last()
@@ -192,6 +194,17 @@ class Saver:
         if self.runtime.leader and time.monotonic() - self.last_report >= self.REPORT_SECONDS:
             self.last_report = time.monotonic()
             self.lock.update(**where)
+
+
+def check_finite(loss_sum: float, epoch: int, step: int) -> None:
+    """A training loss that turned NaN or infinite stops the run (exit 1, recorded) before it is saved: the weights
+    it would save are lost, and every later epoch would train them on. Called with the sum over all ranks, so that
+    every rank stops at the same step."""
+    if not math.isfinite(loss_sum):
+        raise WorkFailed(
+            f"the training loss became {loss_sum} in epoch {epoch} (by step {step}): the network diverged, and "
+            "nothing of it was saved; train with a lower --lr (or --weight-decay) in a new run directory."
+        )
 
 
 def saved_state(run: rundir.RunDir) -> dict | None:

@@ -54,6 +54,7 @@ from alexctl.training.resume import (
     EpochSums,
     Progress,
     Saver,
+    check_finite,
     check_run_dir,
     config_record,
     prepare_run_dir,
@@ -321,6 +322,7 @@ def end_of_epoch(
     the best epoch move on. Returns (row, whether this epoch is the best so far)."""
     sums = state.current
     loss, correct, samples = all_reduce([sums.loss, sums.correct, sums.samples], runtime)
+    check_finite(loss, epoch, sums.step)  # before anything of the epoch is saved
     seen = all_reduce_array(seen, runtime)
     expected = np.zeros(len(data.train), np.int32)
     expected[data.indices] = 1
