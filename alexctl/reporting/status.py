@@ -4,7 +4,8 @@ For each data directory (per split) and run directory, every stage is one of
   done     its manifest is there (manifest.json, run.json, an eval .json)
   running  a live process holds the lock; its pid and progress come from the lock record
   stale    the lock's record is there but its holder died (killed, machine rebooted):
-           the next run of the same command takes the lock over and continues
+           the next run of the same command takes the lock over and continues; or an
+           evaluation made with a checkpoint the run no longer holds (retrained since)
   failed   the last attempt recorded an error (failed.json) and nothing runs now
   partial  some work is on disk but no process runs: the same command finishes it
   missing  nothing yet (or the path does not exist)
@@ -196,11 +197,14 @@ def _evals(run: rundir.RunDir, done: bool = True) -> list[dict]:
             continue
         m = rundir.read_json(path, "eval metrics")
         what = f"ensemble of {m['members']}, " if "members" in m else ""
+        changed = _changed_checkpoint(run, path, m)
         out.append(
             {
                 "stage": f"eval {path.stem}",
-                "state": "done",
-                "detail": f"{what}top-1 {m['top1_error']:.2%}, top-5 {m['top5_error']:.2%} on {m['num_images']} images",
+                "state": "stale" if changed else "done",
+                "detail": f"{changed} since this evaluation; `alexctl eval {run.root}` redoes it"
+                if changed
+                else f"{what}top-1 {m['top1_error']:.2%}, top-5 {m['top5_error']:.2%} on {m['num_images']} images",
             }
         )
     state = rundir.lock_state(run.eval_lock)
@@ -217,6 +221,20 @@ def _evals(run: rundir.RunDir, done: bool = True) -> list[dict]:
     elif run.eval_failed.exists() or state == "stale":
         out.append(_idle({"stage": "eval"}, run.eval_failed, [run.eval_lock], ""))
     return out
+
+
+def _changed_checkpoint(run: rundir.RunDir, metrics: Path, m: dict) -> str:
+    """'best.pt changed' when the checkpoint an evaluation recorded (by SHA-256) is no longer the run's; ''
+    otherwise. The hash is taken only for a checkpoint written after the evaluation (status stays a stat)."""
+    recorded = m.get("checkpoint")
+    if not recorded or "checkpoint_sha256" not in m:
+        return ""
+    path = Path(recorded)
+    if path.parent.name == "checkpoints" and path.name in (run.best_checkpoint.name, run.last_checkpoint.name):
+        path = run.checkpoints / path.name  # recorded relative to where eval ran
+    if not path.exists() or path.stat().st_mtime <= metrics.stat().st_mtime:
+        return ""
+    return f"{path.name} changed" if rundir.file_sha256(path) != m["checkpoint_sha256"] else ""
 
 
 def _ensemble(run: rundir.RunDir, manifest: dict) -> dict:

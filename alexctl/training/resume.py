@@ -20,7 +20,7 @@ import numpy as np
 
 from alexctl import __version__, checkpoint, rundir
 from alexctl.config import CheckpointOptions, ModelConfig, TrainConfig, to_dict
-from alexctl.device import Runtime, all_reduce
+from alexctl.device import Runtime, all_reduce, gathered
 from alexctl.errors import UserError, WorkFailed
 from alexctl.stop import StopSignals
 
@@ -205,6 +205,37 @@ def check_finite(loss_sum: float, epoch: int, step: int) -> None:
             f"the training loss became {loss_sum} in epoch {epoch} (by step {step}): the network diverged, and "
             "nothing of it was saved; train with a lower --lr (or --weight-decay) in a new run directory."
         )
+
+
+def check_ranks_agree(runtime: Runtime, facts: dict[str, dict]) -> None:
+    """Under torchrun each node may read its own copy of RUN_DIR and DATA_DIR (separate disks), so before the
+    first step the ranks compare what they are about to train: `facts` maps what is compared ("the data") to
+    its parts ({"train split": identity, ...}). A difference is refused on every rank at once (exit 2), naming
+    the rank and the parts, before a step trains mismatched ranks into the run's checkpoints."""
+    everyone = gathered(facts, runtime)
+    for rank, theirs in enumerate(everyone[1:], 1):
+        for what, ours in everyone[0].items():
+            differ = [
+                f"{k}: {theirs[what].get(k)!r} on rank {rank}, {v!r} on rank 0"
+                for k, v in ours.items()
+                if theirs[what].get(k) != v
+            ]
+            if differ:
+                raise UserError(
+                    f"rank {rank} and rank 0 disagree on {what} ({'; '.join(differ[:3])}): every node must read the "
+                    "same RUN_DIR and DATA_DIR (a shared disk, or identical copies) to train or resume one run."
+                )
+
+
+def resume_point(saved: dict | None) -> dict:
+    """Where a rank would resume (check_ranks_agree's part of `saved_state`)."""
+    if saved is None:
+        return {"last.pt": "none: a fresh start"}
+    progress = saved["progress"]
+    return {
+        "last.pt": f"epoch {progress['epoch']} step {progress['current']['step']}",
+        "best epoch": progress["best_epoch"],
+    }
 
 
 def saved_state(run: rundir.RunDir) -> dict | None:
