@@ -33,6 +33,7 @@ class DirectoryLock:
         self.path, self.command = path, command
         self.fd: int | None = None
         self.took_over_stale = False
+        self.failure: str | None = None  # why the work failed, when failed.json could not say it (a full disk)
 
     def __enter__(self) -> "DirectoryLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,13 @@ class DirectoryLock:
 
     def __exit__(self, *exc) -> None:
         assert self.fd is not None
-        os.ftruncate(self.fd, 0)  # an empty lock file means a clean exit
+        if self.failure is not None:  # the record keeps it: rewritten in place, it needs no more room on a full disk
+            try:
+                self.update(error=self.failure[:1000])
+            except OSError:
+                pass
+        else:
+            os.ftruncate(self.fd, 0)  # an empty lock file means a clean exit
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None

@@ -356,12 +356,14 @@ def record_failure(path: Path, command: str, error: str) -> None:
 
 
 @contextmanager
-def failures_recorded(path: Path, command: str, *, enabled: bool = True) -> Iterator[None]:
+def failures_recorded(
+    path: Path, command: str, *, enabled: bool = True, lock: DirectoryLock | None = None
+) -> Iterator[None]:
     """Record in `path` (failed.json, which `alexctl status` reads) why the work inside failed: a
     WorkFailed, a stop signal, or an unexpected error (disk full, a bug), after removing the temporary files
     this process left in the folder. Bad input (UserError) is the caller's mistake, not the directory's
-    state, and is not recorded. Recording is best effort: a directory that cannot be written cannot hold
-    the record either."""
+    state, and is not recorded. Where failed.json cannot be written (a disk full to the last page), the
+    directory's `lock` keeps the failure in its record, which status reads."""
     try:
         yield
     except UserError:
@@ -372,7 +374,8 @@ def failures_recorded(path: Path, command: str, *, enabled: bool = True) -> Iter
                 remove_own_temporaries(Path(path).parent)
                 record_failure(path, command, describe_failure(e))
             except OSError:
-                pass
+                if lock is not None:
+                    lock.failure = describe_failure(e)
         raise
 
 

@@ -82,7 +82,7 @@ def preprocess(
     ):
         if split_dir.manifest.exists() and not force:  # finished by another process meanwhile
             return _already_done(split_dir, request, started)
-        with rundir.failures_recorded(split_dir.failed, "preprocess"), StopSignals() as stop:
+        with rundir.failures_recorded(split_dir.failed, "preprocess", lock=lock), StopSignals() as stop:
             if force:
                 _clear(data, split)
             rundir.clear_failure(split_dir.failed)

@@ -50,7 +50,10 @@ def ensemble(
     data_tag = rundir.data_name(data_dir, _identity(data_dir, split)) if data_dir is not None else ""
     ev = Evaluation(split, crops, tag, data_tag)
     rundir.check_writable(out.eval_dir, "--out")
-    with rundir.DirectoryLock(out.eval_lock, "ensemble"), rundir.failures_recorded(out.eval_failed, "ensemble"):
+    with (
+        rundir.DirectoryLock(out.eval_lock, "ensemble") as lock,
+        rundir.failures_recorded(out.eval_failed, "ensemble", lock=lock),
+    ):
         for run, member_ev in zip(runs, evaluations):
             why = _not_current(run, member_ev, checkpoint_name)
             if why:

@@ -270,6 +270,8 @@ def _idle(stage: dict, failed: Path, locks: list[Path], partial_detail: str) -> 
     stale = [p for p in locks if rundir.lock_state(p) == "stale"]
     if stale:
         record = rundir.lock_holder(stale[0]) or {}
+        if "error" in record:  # failed.json could not be written (a full disk): the lock's record holds the failure
+            return {**stage, "state": "failed", "detail": f"{record['error']} ({record.get('updated')})"}
         return {
             **stage,
             "state": "stale",

@@ -113,7 +113,7 @@ def _train(data_dir, run_dir, model_config, config, runtime, checkpointing, prog
     check_run_dir(run, record)
     with (
         rundir.DirectoryLock(run.lock, "train") if runtime.leader else nullcontext() as lock,
-        rundir.failures_recorded(run.failed, "train", enabled=runtime.leader),
+        rundir.failures_recorded(run.failed, "train", enabled=runtime.leader, lock=lock),
         peers_watched(runtime),  # recorded as the failure it is
         StopSignals() as stop,
         open_source(data.train, **reading(runtime)) as train_source,
