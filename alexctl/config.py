@@ -10,6 +10,7 @@ directory keeps the settings as JSON (`to_dict` / `from_dict`). This module impo
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -64,6 +65,8 @@ class _Validated:
             elif kind is float:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise UserError(f"{flag(f.name)} {value!r} is not a number.")
+                if not math.isfinite(value):  # NaN passes every bound (all comparisons are false)
+                    raise UserError(f"{flag(f.name)} {value} is not a finite number.")
                 object.__setattr__(self, f.name, float(value))
             _check_bounds(f, getattr(self, f.name))
 
@@ -219,7 +222,9 @@ def defaults(cls) -> dict:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Training settings from a TOML or JSON file: flat keys (`lr = 0.005`, `data = "data/"`), [model] and
-    [train] tables, or a run's config.json (its model, train and data directory)."""
+    [train] tables, or a run's config.json (its model, train and data directory). A file of another shape
+    (a list where a table belongs, a table where a value belongs, tables nested thousands deep) is refused
+    naming the file and the key."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -227,20 +232,44 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise UserError(f"--config {path} cannot be read: {e.strerror or e}.") from None
     except UnicodeDecodeError as e:
         raise UserError(f"--config {path} is not UTF-8 text (byte {e.start}).") from None
+    form = "JSON" if path.suffix.lower() == ".json" else "TOML"
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        data = json.loads(text) if form == "JSON" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise UserError(
-            f"--config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {e}."
-        ) from None
+        raise UserError(f"--config {path} is not valid {form}: {e}.") from None
+    except RecursionError:
+        raise UserError(f"--config {path} nests its tables or lists too deep to be a settings file.") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path} does not hold a table of settings.")
     if data.get("kind") == "train-config":  # a run's config.json: start another run like it
-        return {**data.get("model", {}), **data.get("train", {}), "data": data.get("data", {}).get("dir")}
+        model, train, source = (_table(path, data, key) for key in ("model", "train", "data"))
+        return _values(path, {**model, **train, "data": source.get("dir")}, "")
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):  # [model] / [train] tables
-            flat.update(value)
+            flat.update(_values(path, value, f"{key}."))
         else:
-            flat[key.replace("-", "_")] = value
+            flat.update(_values(path, {key: value}, ""))
     return flat
+
+
+def _table(path: Path, data: dict, key: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"--config {path}: {key!r} is {type(value).__name__} {value!r:.40}, not a table.")
+    return value
+
+
+def _values(path: Path, table: dict, prefix: str) -> dict[str, Any]:
+    """The table's settings, keys spelled with underscores; each one a plain value (the data directory a path)."""
+    out = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name == "data" and not (value is None or isinstance(value, str)):
+            raise UserError(f"--config {path}: {prefix}{key} is {value!r:.40}, not the path of a data directory.")
+        if isinstance(value, (dict, list)):
+            raise UserError(
+                f"--config {path}: {prefix}{key} holds a {'table' if isinstance(value, dict) else 'list'}, not a value."
+            )
+        out[name] = value
+    return out

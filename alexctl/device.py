@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from alexctl.config import RuntimeOptions
-from alexctl.errors import UserError
+from alexctl.errors import UserError, WorkFailed
 
 EXAMPLE_BATCH = 128  # the batch the grouped convolutions' forms are timed on (conv_form auto, CUDA)
 
@@ -251,3 +252,39 @@ def all_reduce_array(values: np.ndarray, runtime: Runtime) -> np.ndarray:
 def any_rank(flag: bool, runtime: Runtime) -> bool:
     """True on every rank if it is true on any: the ranks agree (to save, to stop) at the same step."""
     return bool(all_reduce([float(flag)], runtime, op="max")[0])
+
+
+def gathered(value, runtime: Runtime) -> list:
+    """`value` (a small picklable object) of every rank, in rank order; [value] with one process."""
+    if runtime.world == 1:
+        return [value]
+    out: list = [None] * runtime.world
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone (killed, out of memory, its
+# node lost): seen on the CPU with gloo as "[.../gloo/transport/tcp/pair.cc:545] Read error ...: Connection reset
+# by peer" and "Connection closed by peer".
+LOST_PEER = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Read error",
+    "Write error",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "remote process exited or there was a network error",
+)
+
+
+@contextlib.contextmanager
+def peers_watched(runtime: Runtime) -> Iterator[None]:
+    """Under torchrun: a collective that fails because another rank's process ended raises WorkFailed in one
+    sentence ("rank 1 stopped (lost connection); ...") instead of the backend's internal error."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.distributed.DistBackendError is one
+        if runtime.world == 1 or not any(sign in str(e) for sign in LOST_PEER):
+            raise
+        peer = f"rank {1 - runtime.rank}" if runtime.world == 2 else f"another rank than this one ({runtime.rank})"
+        raise WorkFailed(f"{peer} stopped (lost connection); run the same command again to resume.") from None

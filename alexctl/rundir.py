@@ -7,19 +7,15 @@ killed at any moment (kill -9) leaves only temporaries that the next run removes
 A directory's manifest (`manifest.json` for a data split, `run.json` for a run) is
 written last: its presence means the stage is complete.
 
-A directory in use is guarded by an flock on its `.lock` file. The kernel drops the
-flock when the holder dies, so a lock left by a killed process is recognised as
-stale and taken over; the file's contents (pid, command, progress) are for `status`.
+A directory in use is guarded by an flock on its `.lock` file (alexctl.locks, whose
+locks are named here for their callers).
 """
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import os
-import socket
-import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +26,14 @@ from typing import Any
 import numpy as np
 
 from alexctl.errors import UserError, WorkFailed
+from alexctl.locks import (  # re-exported ("X as X"): callers take every file and lock of a directory from here
+    DirectoryLock as DirectoryLock,
+)
+from alexctl.locks import lock_holder as lock_holder
+from alexctl.locks import lock_state as lock_state
+from alexctl.locks import now as now
+from alexctl.locks import parts_lock as parts_lock
+from alexctl.locks import split_readers as split_readers
 
 TMP_MARK = ".tmp."
 SPLITS = ("train", "val")  # the splits a data directory holds
@@ -212,13 +216,19 @@ def _temporary(path: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` as the file `path`, whole or not at all. A failed write (a full disk) removes its temporary file,
+    which would otherwise keep the space, and names `path` (Python's write errors name no file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -278,10 +288,13 @@ def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
 def append_jsonl(path: Path, row: dict) -> None:
     """Append one line. A line cut short by a kill is dropped by read_jsonl."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -320,6 +333,14 @@ def check_writable(folder: Path, what: str) -> None:
         raise UserError(f"{what} {folder} cannot be written: {e.strerror or e}.") from None
 
 
+def remove_own_temporaries(folder: Path) -> None:
+    """Remove the temporary files this process left under `folder` (its work failed): they may hold the space
+    a full disk needs for the failure's record, and no rerun should find them."""
+    if Path(folder).is_dir():
+        for p in Path(folder).rglob(f".*{TMP_MARK}{os.getpid()}"):
+            p.unlink(missing_ok=True)
+
+
 def remove_temporaries(folder: Path) -> int:
     """Remove what killed writers left behind. Call only while holding the folder's lock."""
     removed = 0
@@ -330,124 +351,19 @@ def remove_temporaries(folder: Path) -> int:
     return removed
 
 
-# ---------------------------------------------------------------- locks
-
-
-class DirectoryLock:
-    """One writer per directory. A second one gets a UserError (exit 2) naming the holder."""
-
-    def __init__(self, path: Path, command: str):
-        self.path, self.command = path, command
-        self.fd: int | None = None
-        self.took_over_stale = False
-
-    def __enter__(self) -> "DirectoryLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = lock_holder(self.path) or {}
-            os.close(fd)
-            raise UserError(
-                f"{self.path.parent} is in use by another alexctl process "
-                f"(pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('started', '?')}); "
-                "wait for it to finish or stop it first."
-            ) from None
-        self.fd = fd
-        self.took_over_stale = os.fstat(fd).st_size > 0  # a dead holder's record is still there
-        self.update()
-        return self
-
-    def update(self, **progress: Any) -> None:
-        """Rewrite the record in place (not replaced: the flock is on this inode)."""
-        assert self.fd is not None
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": self.command,
-            "started": getattr(self, "_started", None) or now(),
-            "updated": now(),
-            **progress,
-        }
-        self._started = record["started"]
-        data = json.dumps(record).encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
-
-    def __exit__(self, *exc) -> None:
-        assert self.fd is not None
-        os.ftruncate(self.fd, 0)  # an empty lock file means a clean exit
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
-
-
-@contextmanager
-def split_readers(root: Path, *, exclusive: bool = False) -> Iterator[None]:
-    """Readers of a split (training, evaluation) hold a shared flock on its `.readers` file while they
-    read; `preprocess --force` takes it exclusively, so that it never rewrites shards under a reader and a
-    reader never starts on a split being rewritten. A split that cannot be written (a read-only copy)
-    cannot be rewritten either, and is read without the lock."""
-    path = Path(root) / ".readers"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            yield
-            return
-    try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"{root} is being read by a training run or an evaluation; --force would change it under them: wait "
-                "for them to finish, or write another DATA_DIR."
-                if exclusive
-                else f"{root} is being rewritten by `alexctl preprocess --force`; wait for it to finish."
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def lock_holder(path: Path) -> dict | None:
-    """The record in a lock file, or None if it is empty or unreadable."""
-    try:
-        text = Path(path).read_text()
-        return json.loads(text) if text.strip() else None
-    except (OSError, ValueError):
-        return None
-
-
-def lock_state(path: Path) -> str:
-    """'free' (no lock or cleanly released), 'held' (a live process holds it) or 'stale' (its holder died)."""
-    if not Path(path).exists():
-        return "free"
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "held"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return "stale" if os.fstat(fd).st_size > 0 else "free"
-    finally:
-        os.close(fd)
-
-
 def record_failure(path: Path, command: str, error: str) -> None:
     write_json(path, {"command": command, "error": error, "time": now(), "pid": os.getpid()})
 
 
 @contextmanager
-def failures_recorded(path: Path, command: str, *, enabled: bool = True) -> Iterator[None]:
+def failures_recorded(
+    path: Path, command: str, *, enabled: bool = True, lock: DirectoryLock | None = None
+) -> Iterator[None]:
     """Record in `path` (failed.json, which `alexctl status` reads) why the work inside failed: a
-    WorkFailed, a stop signal, or an unexpected error (disk full, a bug). Bad input (UserError) is the
-    caller's mistake, not the directory's state, and is not recorded. Recording is best effort: a
-    directory that cannot be written cannot hold the record either."""
+    WorkFailed, a stop signal, or an unexpected error (disk full, a bug), after removing the temporary files
+    this process left in the folder. Bad input (UserError) is the caller's mistake, not the directory's
+    state, and is not recorded. Where failed.json cannot be written (a disk full to the last page), the
+    directory's `lock` keeps the failure in its record, which status reads."""
     try:
         yield
     except UserError:
@@ -455,9 +371,11 @@ def failures_recorded(path: Path, command: str, *, enabled: bool = True) -> Iter
     except BaseException as e:
         if enabled:
             try:
+                remove_own_temporaries(Path(path).parent)
                 record_failure(path, command, describe_failure(e))
             except OSError:
-                pass
+                if lock is not None:
+                    lock.failure = describe_failure(e)
         raise
 
 
@@ -466,12 +384,10 @@ def describe_failure(e: BaseException) -> str:
         return "interrupted (SIGINT)"
     if isinstance(e, OSError) and e.filename:
         return f"{e.strerror or type(e).__name__}: {e.filename}"
+    if isinstance(e, MemoryError):  # its message is often empty, or a worker's whole traceback
+        return "out of memory" + (f": {str(e).splitlines()[0]}" if str(e).strip() else "")
     return str(e) if isinstance(e, WorkFailed) else f"{type(e).__name__}: {e}"
 
 
 def clear_failure(path: Path) -> None:
     Path(path).unlink(missing_ok=True)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

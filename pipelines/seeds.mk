@@ -10,7 +10,9 @@ ENSEMBLE := $(if $(word 2,$(SEEDS)),$(OUT)/ensemble/run.json,)
 $(OUT)/runs/seed%/run.json: $(DATA)/val/manifest.json $(call flags-stamp,$(OUT)/train-flags.txt,$(TRAIN))
 	$(ALEXCTL) train $(OUT)/runs/seed$* --data $(DATA) --seed $* $(TRAIN)
 
-$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/run.json
+# A run's eval/ takes one writer at a time (its lock): under `make -j` the 10-crop evaluation waits for the
+# 1-crop one instead of racing it for the lock.
+$(OUT)/runs/seed%/eval/val-10crop.json: $(OUT)/runs/seed%/eval/val-1crop.json
 	$(ALEXCTL) eval $(OUT)/runs/seed$* --crops 10 --top5 $(TOP5)
 
 $(OUT)/runs/seed%/eval/val-1crop.json: $(OUT)/runs/seed%/run.json

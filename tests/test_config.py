@@ -58,6 +58,9 @@ def test_defaults_are_the_papers():
         (RuntimeOptions, {"precision": "fp8"}, "--precision 'fp8' is not one of auto, fp32, bf16"),
         (RuntimeOptions, {"residency": "ram"}, "--residency 'ram' is not one of auto, disk, jpeg, decoded"),
         (RuntimeOptions, {"workers": -2}, "--workers -2 must be at least -1"),
+        (TrainConfig, {"weight_decay": float("nan")}, "--weight-decay nan is not a finite number"),  # NaN passes bounds
+        (TrainConfig, {"lighting_std": float("inf")}, "--lighting-std inf is not a finite number"),
+        (PreprocessOptions, {"holdout": float("nan")}, "--holdout nan is not a finite number"),
     ],
 )
 def test_a_bad_value_is_one_sentence_naming_the_option(cls, changes, culprit):
@@ -96,3 +99,21 @@ def test_config_files_toml_json_and_a_runs_config(tmp_path):
         read_config_file(bad)
     with pytest.raises(UserError, match="cannot be read"):
         read_config_file(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    "name, text, culprit",
+    [
+        ("deep.json", '{"a": ' + "[" * 3000 + "]" * 3000 + "}", "nests its tables or lists too deep"),
+        ("model.json", '{"kind": "train-config", "model": [1]}', "'model' is list [1], not a table"),
+        ("data.json", '{"kind": "train-config", "data": "x"}', "'data' is str 'x', not a table"),
+        ("data.toml", "data = 5\n", "data is 5, not the path of a data directory"),
+        ("nested.toml", "[train]\nlr = { value = 1 }\n", "train.lr holds a table, not a value"),
+    ],
+)
+def test_a_config_file_of_another_shape_names_the_file_and_the_key(tmp_path, name, text, culprit):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        read_config_file(path)
+    assert str(caught.value).startswith(f"--config {path}") and culprit in str(caught.value)

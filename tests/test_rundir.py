@@ -26,6 +26,53 @@ def test_atomic_writes_leave_no_temporaries_and_replace_whole_files(tmp_path):
     assert rundir.remove_temporaries(tmp_path) == 1
 
 
+def test_a_failed_write_removes_its_temporary_and_names_the_file(tmp_path, monkeypatch):
+    real_open = open
+
+    class Full:  # a file on a full disk: the write fails after the temporary file was created
+        def __init__(self, path, mode):
+            self.f = real_open(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:10])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "open", Full, raising=False)
+    with pytest.raises(OSError) as caught:
+        rundir.write_json(tmp_path / "m.json", {"x": 1})
+    assert caught.value.errno == 28 and caught.value.filename == str(tmp_path / "m.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_that_failed_json_cannot_hold_stays_in_the_lock_record(tmp_path):
+    lock_path = tmp_path / ".lock"
+    (tmp_path / "failed.json").mkdir()  # failed.json cannot be written (as on a full disk)
+    with pytest.raises(WorkFailed):
+        with (
+            rundir.DirectoryLock(lock_path, "eval") as lock,
+            rundir.failures_recorded(tmp_path / "failed.json", "eval", lock=lock),
+        ):
+            raise WorkFailed("it broke")
+    assert rundir.lock_state(lock_path) == "stale" and rundir.lock_holder(lock_path)["error"] == "it broke"
+
+
+def test_a_whole_split_and_its_parts_exclude_each_other_but_parts_share(tmp_path):
+    with rundir.parts_lock(tmp_path, whole=False), rundir.parts_lock(tmp_path, whole=False):
+        with pytest.raises(UserError, match="--part preprocess of the same split cannot run together"):
+            with rundir.parts_lock(tmp_path, whole=True):
+                pass
+    with rundir.parts_lock(tmp_path, whole=True):
+        with pytest.raises(UserError, match=str(tmp_path)):
+            with rundir.parts_lock(tmp_path, whole=False):
+                pass
+
+
 def test_a_jsonl_line_cut_short_is_dropped(tmp_path):
     log = tmp_path / "m.jsonl"
     rundir.append_jsonl(log, {"epoch": 1})

@@ -121,6 +121,7 @@ def command(
     from alexctl.data.image_files import ImageFiles, find
     from alexctl.errors import UserError, WorkFailed
     from alexctl.inference.classify import classify, load_classifier, top_classes
+    from alexctl.stop import StopSignals
 
     started = time.monotonic()
     inference = InferenceOptions(crops=int(crops), checkpoint=checkpoint, batch_size=batch_size)
@@ -172,6 +173,7 @@ def command(
             workers=runtime.workers,
             skip=lambda i, reason: (skip(files[i].name, reason), bar.advance(1)),
         ) as source,
+        StopSignals() as stop,  # a signal is noticed between batches: every printed row is whole
     ):
         for indices, probs in classify(
             classifier, source, batches, crops=inference.crops, runtime=runtime, progress=bar
@@ -190,6 +192,8 @@ def command(
                 results.extend(rows)
             else:
                 out.write(rows)
+            done = indices[-1] + 1 if len(indices) else 0
+            stop.check(f"after {done} of {len(files)} images; the rows printed are whole: predict the rest again.")
     seconds = time.monotonic() - tick
     predicted = len(files) - (len(skipped) - len(missing))
     summary = {

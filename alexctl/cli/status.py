@@ -49,15 +49,15 @@ def command(
         alexctl status data/ --verify --fail-on-error
     """
     from alexctl.errors import WorkFailed
-    from alexctl.reporting.status import NEEDS_ATTENTION, status
+    from alexctl.reporting.status import NEEDS_ATTENTION, escaped, status, tab_line
 
     report = status(paths, verify=verify)
     lines = []
     for entry in report:
         for stage in entry["stages"]:
-            lines.append(f"{entry['path']}\t{entry['kind']}\t{stage['stage']}\t{stage['state']}\t{stage['detail']}")
+            lines.append(tab_line(entry, stage))
     bad = [
-        f"{e['path']} ({s['stage']}: {s['state']})"
+        f"{escaped(e['path'])} ({s['stage']}: {s['state']})"
         for e in report
         for s in e["stages"]
         if s["state"] in NEEDS_ATTENTION

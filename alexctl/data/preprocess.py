@@ -74,12 +74,15 @@ def preprocess(
     rundir.check_writable(split_dir.root, "DATA_DIR")
     lock_path = split_dir.lock if part is None else split_dir.root / f".lock-part-{part[0]}-of-{part[1]}"
     with (
-        rundir.DirectoryLock(lock_path, f"preprocess --split {split}") as lock,
+        rundir.DirectoryLock(
+            lock_path, f"preprocess --split {split}" + (f" --part {part[0]}/{part[1]}" if part else "")
+        ) as lock,
+        rundir.parts_lock(split_dir.root, whole=part is None),
         rundir.split_readers(split_dir.root, exclusive=True) if force else nullcontext(),
     ):
         if split_dir.manifest.exists() and not force:  # finished by another process meanwhile
             return _already_done(split_dir, request, started)
-        with rundir.failures_recorded(split_dir.failed, "preprocess"), StopSignals() as stop:
+        with rundir.failures_recorded(split_dir.failed, "preprocess", lock=lock), StopSignals() as stop:
             if force:
                 _clear(data, split)
             rundir.clear_failure(split_dir.failed)
@@ -432,7 +435,7 @@ def _clear(data: rundir.DataDir, split: str) -> None:
     split_dir = data.split(split)
     if split_dir.root.is_dir():
         for p in split_dir.root.iterdir():
-            if p.name not in (split_dir.lock.name, ".readers") and p.is_file():
+            if p.name not in (split_dir.lock.name, ".readers", ".parts") and p.is_file():
                 p.unlink()
     if split == "train":
         for p in (data.classes, data.stats, data.stats_summary):

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, wait
 from alexctl.errors import WorkFailed
 from alexctl.stop import StopSignals, ignore_in_worker
 
+OUT_OF_MEMORY = 75  # a worker's exit status when memory ran out outside a task (EX_TEMPFAIL: run again with less)
 QUEUED = 2  # tasks sent to a worker and not answered: it never waits for the next one
 WINDOW = 4  # per worker: tasks sent beyond the one whose result the caller waits for (bounds the results held)
 # Set in the fork server before it starts (it keeps them). One thread per worker for BLAS and OpenMP:
@@ -106,12 +107,24 @@ class _Workers:
             try:
                 index, ok, value = conn.recv()
             except (EOFError, OSError):
-                raise _WorkerEnded(self._ended(w)) from None
+                ended = self._ended(w)
+                if self.processes[w].exitcode == OUT_OF_MEMORY:
+                    raise WorkFailed(self._out_of_memory(w)) from None
+                raise _WorkerEnded(ended) from None
+            if not ok and isinstance(value, MemoryError):
+                raise WorkFailed(self._out_of_memory(w))
             if not ok:
                 raise value
             self.pending[w] -= 1
             got[index] = value
         return got
+
+    def _out_of_memory(self, w: int) -> str:
+        return (
+            f"preprocess worker {w + 1} of {self.count} (pid {self.processes[w].pid}) ran out of memory; every worker "
+            "holds its own images while it decodes them: run the same command again with fewer --workers (it "
+            "continues where it stopped), or with more memory free."
+        )
 
     def _ended(self, w: int) -> str:
         process = self.processes[w]
@@ -170,16 +183,23 @@ def _serve(fn, tasks: Connection, results: Connection) -> None:
     ignore_in_worker()  # Ctrl-C reaches the whole process group: the command stops its workers itself
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a result for a killed command: end quietly
     torch.set_num_threads(1)
-    while True:
-        try:
-            index, task = tasks.recv()
-        except (EOFError, OSError):  # the command ended (or was killed)
-            return
-        try:
-            reply = (index, True, fn(task))
-        except Exception as e:  # a bug: the command reports it
-            reply = (index, False, e)
-        try:
-            results.send(reply)
-        except Exception:  # an exception that cannot be pickled
-            results.send((index, False, RuntimeError(f"{type(reply[2]).__name__}: {reply[2]}")))
+    try:
+        while True:
+            try:
+                index, task = tasks.recv()
+            except (EOFError, OSError):  # the command ended (or was killed)
+                return
+            try:
+                reply = (index, True, fn(task))
+            except MemoryError:
+                reply = (index, False, MemoryError())  # the parent names this worker and the remedy
+            except Exception as e:  # a bug: the command reports it
+                reply = (index, False, e)
+            try:
+                results.send(reply)
+            except MemoryError:
+                raise
+            except Exception:  # an exception that cannot be pickled
+                results.send((index, False, RuntimeError(f"{type(reply[2]).__name__}: {reply[2]}")))
+    except MemoryError:  # receiving or sending: no traceback, an exit status the parent reads as out of memory
+        os._exit(OUT_OF_MEMORY)

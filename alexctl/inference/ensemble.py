@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexctl import __version__, rundir
+from alexctl import __version__, checkpoint, rundir
 from alexctl.config import InferenceOptions
 from alexctl.console import ProgressFactory, log, no_progress
 from alexctl.device import Runtime, resolve
@@ -50,13 +50,14 @@ def ensemble(
     data_tag = rundir.data_name(data_dir, _identity(data_dir, split)) if data_dir is not None else ""
     ev = Evaluation(split, crops, tag, data_tag)
     rundir.check_writable(out.eval_dir, "--out")
-    with rundir.DirectoryLock(out.eval_lock, "ensemble"), rundir.failures_recorded(out.eval_failed, "ensemble"):
+    with (
+        rundir.DirectoryLock(out.eval_lock, "ensemble") as lock,
+        rundir.failures_recorded(out.eval_failed, "ensemble", lock=lock),
+    ):
         for run, member_ev in zip(runs, evaluations):
-            if not run.predictions(member_ev).exists():
-                log(
-                    f"{run.root}: no {run.predictions(member_ev).name} yet, evaluating it "
-                    f"({crops} crops, {checkpoint_name} checkpoint)"
-                )
+            why = _not_current(run, member_ev, checkpoint_name)
+            if why:
+                log(f"{run.root}: {why}, evaluating it ({crops} crops, {checkpoint_name} checkpoint)")
                 evaluate(
                     run.root,
                     data_dir=data_dir,
@@ -117,6 +118,21 @@ def member_evaluation(run: rundir.RunDir, split: str, crops: int, tag: str, data
     if own is not None and Path(own).resolve() == Path(data_dir).resolve():
         return Evaluation(split, crops, tag)
     return Evaluation(split, crops, tag, rundir.data_name(data_dir, _identity(data_dir, split)))
+
+
+def _not_current(run: rundir.RunDir, ev: Evaluation, checkpoint_name: str) -> str:
+    """Why the run's predictions for `ev` cannot be averaged as they are ('' if they can): missing, or made by
+    another checkpoint than the run's best.pt (last.pt) now holds (a retrain, or eval during training)."""
+    if not run.predictions(ev).exists():
+        return f"no {run.predictions(ev).name} yet"
+    try:
+        recorded = rundir.read_json(run.eval_metrics(ev), "eval metrics").get("checkpoint_sha256")
+    except UserError:  # missing or damaged: evaluate() redoes it
+        recorded = None
+    path, _ = checkpoint.checkpoint_path(run, checkpoint_name)
+    if recorded != rundir.file_sha256(path):
+        return f"{run.predictions(ev).name} was made with another {path.name} than the run holds now"
+    return ""
 
 
 def _identity(data_dir: Path, split: str) -> str:

@@ -62,8 +62,8 @@ def evaluate(
         return {**done, "already_done": True, "seconds": round(time.monotonic() - started, 3)}
     rundir.check_writable(run.eval_dir, "the run's eval folder")
     with (
-        rundir.DirectoryLock(run.eval_lock, "eval"),
-        rundir.failures_recorded(run.eval_failed, "eval"),
+        rundir.DirectoryLock(run.eval_lock, "eval") as lock,
+        rundir.failures_recorded(run.eval_failed, "eval", lock=lock),
         StopSignals() as stop,
         open_source(data, **reading(runtime)) as source,
     ):

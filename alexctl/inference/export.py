@@ -42,6 +42,7 @@ from alexctl.errors import UserError, WorkFailed
 from alexctl.inference.core import infer_batch, probabilities
 from alexctl.nets import model
 from alexctl.nets.build import model_from_checkpoint
+from alexctl.stop import StopSignals
 
 FORMATS = ("pt2", "onnx", "state-dict")
 FILES = {"pt2": "model.pt2", "onnx": "model.onnx", "state-dict": "state_dict.pt"}
@@ -102,34 +103,9 @@ def export(
     manifest_path.unlink(missing_ok=True)  # written last: absent until this export is complete
     for name in FILES.values():  # a forced export leaves no form of an earlier one beside its own
         (out / name).unlink(missing_ok=True)
-    module = classifier(ckpt, crops)
+    with StopSignals() as stop:  # noticed between forms: each one is written whole (atomic) or not at all
+        forms = _write_forms(ckpt, crops, formats, out, stop, f"while exporting {run.root} to {out}")
     image_size = checkpoint.model_config_of(ckpt).image_size
-    example = check_batch(ckpt["mean_image"])
-    with torch.no_grad():
-        expected = module(example)
-    program = _program(module, example) if {"pt2", "onnx"} & set(formats) else None  # traced once, for both
-    forms = {}
-    for form in formats:
-        target = out / FILES[form]
-        if form == "pt2":
-            _write_program(program, target)
-        elif form == "onnx":
-            _write_onnx(program, target)
-        else:
-            _write_state_dict(ckpt, crops, target)
-        difference = float((_run_form(form, target, example) - expected).abs().max())
-        if not difference <= CHECK_TOLERANCE:
-            raise WorkFailed(
-                f"the exported {form} ({target}) differs from alexctl's probabilities by "
-                f"{difference:.3g} (more than {CHECK_TOLERANCE:g}) on the check batch."
-            )
-        forms[form] = {
-            "file": target.name,
-            "bytes": target.stat().st_size,
-            "sha256": rundir.file_sha256(target),
-            "load": LOADING[form],
-            "max_abs_difference": difference,
-        }
     classes = checkpoint.classes_of(ckpt)
     names = list(ckpt["data"].get("class_names") or classes)
     rundir.write_json(
@@ -189,6 +165,41 @@ class Classifier(torch.nn.Module):
             crop=self.net.input_size,
             runtime=self.runtime,
         )
+
+
+def _write_forms(ckpt: dict, crops: int, formats: tuple[str, ...], out: Path, stop: StopSignals, where: str) -> dict:
+    """Each form written and loaded back, checked against alexctl's own probabilities; the manifest's `forms`."""
+    stopped = f"{where}; no manifest.json was written: run the same command with --force again."
+    module = classifier(ckpt, crops)
+    example = check_batch(ckpt["mean_image"])
+    with torch.no_grad():
+        expected = module(example)
+    program = _program(module, example) if {"pt2", "onnx"} & set(formats) else None  # traced once, for both
+    forms = {}
+    for form in formats:
+        stop.check(stopped)
+        target = out / FILES[form]
+        if form == "pt2":
+            _write_program(program, target)
+        elif form == "onnx":
+            _write_onnx(program, target)
+        else:
+            _write_state_dict(ckpt, crops, target)
+        difference = float((_run_form(form, target, example) - expected).abs().max())
+        if not difference <= CHECK_TOLERANCE:
+            raise WorkFailed(
+                f"the exported {form} ({target}) differs from alexctl's probabilities by "
+                f"{difference:.3g} (more than {CHECK_TOLERANCE:g}) on the check batch."
+            )
+        forms[form] = {
+            "file": target.name,
+            "bytes": target.stat().st_size,
+            "sha256": rundir.file_sha256(target),
+            "load": LOADING[form],
+            "max_abs_difference": difference,
+        }
+    stop.check(stopped)
+    return forms
 
 
 def classifier(ckpt: dict, crops: int) -> Classifier:

@@ -4,7 +4,8 @@ For each data directory (per split) and run directory, every stage is one of
   done     its manifest is there (manifest.json, run.json, an eval .json)
   running  a live process holds the lock; its pid and progress come from the lock record
   stale    the lock's record is there but its holder died (killed, machine rebooted):
-           the next run of the same command takes the lock over and continues
+           the next run of the same command takes the lock over and continues; or an
+           evaluation made with a checkpoint the run no longer holds (retrained since)
   failed   the last attempt recorded an error (failed.json) and nothing runs now
   partial  some work is on disk but no process runs: the same command finishes it
   missing  nothing yet (or the path does not exist)
@@ -28,6 +29,17 @@ UNREADABLE = (UserError, OSError, ValueError, KeyError, TypeError, AttributeErro
 
 def status(paths: list[Path], *, verify: bool = False) -> list[dict]:
     return [_one(Path(p), verify) for p in paths]
+
+
+def tab_line(entry: dict, stage: dict) -> str:
+    """One stage as a tab-separated line: path, kind, stage, state, detail. A tab, newline or backslash inside a
+    field (a run directory named with a newline) is written as \\t, \\n or \\\\, so that a line is always one stage."""
+    fields = (entry["path"], entry["kind"], stage["stage"], stage["state"], stage["detail"])
+    return "\t".join(escaped(str(f)) for f in fields)
+
+
+def escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _one(path: Path, verify: bool) -> dict:
@@ -185,11 +197,14 @@ def _evals(run: rundir.RunDir, done: bool = True) -> list[dict]:
             continue
         m = rundir.read_json(path, "eval metrics")
         what = f"ensemble of {m['members']}, " if "members" in m else ""
+        changed = _changed_checkpoint(run, path, m)
         out.append(
             {
                 "stage": f"eval {path.stem}",
-                "state": "done",
-                "detail": f"{what}top-1 {m['top1_error']:.2%}, top-5 {m['top5_error']:.2%} on {m['num_images']} images",
+                "state": "stale" if changed else "done",
+                "detail": f"{changed} since this evaluation; `alexctl eval {run.root}` redoes it"
+                if changed
+                else f"{what}top-1 {m['top1_error']:.2%}, top-5 {m['top5_error']:.2%} on {m['num_images']} images",
             }
         )
     state = rundir.lock_state(run.eval_lock)
@@ -206,6 +221,20 @@ def _evals(run: rundir.RunDir, done: bool = True) -> list[dict]:
     elif run.eval_failed.exists() or state == "stale":
         out.append(_idle({"stage": "eval"}, run.eval_failed, [run.eval_lock], ""))
     return out
+
+
+def _changed_checkpoint(run: rundir.RunDir, metrics: Path, m: dict) -> str:
+    """'best.pt changed' when the checkpoint an evaluation recorded (by SHA-256) is no longer the run's; ''
+    otherwise. The hash is taken only for a checkpoint written after the evaluation (status stays a stat)."""
+    recorded = m.get("checkpoint")
+    if not recorded or "checkpoint_sha256" not in m:
+        return ""
+    path = Path(recorded)
+    if path.parent.name == "checkpoints" and path.name in (run.best_checkpoint.name, run.last_checkpoint.name):
+        path = run.checkpoints / path.name  # recorded relative to where eval ran
+    if not path.exists() or path.stat().st_mtime <= metrics.stat().st_mtime:
+        return ""
+    return f"{path.name} changed" if rundir.file_sha256(path) != m["checkpoint_sha256"] else ""
 
 
 def _ensemble(run: rundir.RunDir, manifest: dict) -> dict:
@@ -241,6 +270,8 @@ def _idle(stage: dict, failed: Path, locks: list[Path], partial_detail: str) -> 
     stale = [p for p in locks if rundir.lock_state(p) == "stale"]
     if stale:
         record = rundir.lock_holder(stale[0]) or {}
+        if "error" in record:  # failed.json could not be written (a full disk): the lock's record holds the failure
+            return {**stage, "state": "failed", "detail": f"{record['error']} ({record.get('updated')})"}
         return {
             **stage,
             "state": "stale",

@@ -11,6 +11,7 @@ asked for, at each epoch end); resume() loads last.pt into the network, optimize
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 
 from alexctl import __version__, checkpoint, rundir
 from alexctl.config import CheckpointOptions, ModelConfig, TrainConfig, to_dict
-from alexctl.device import Runtime, all_reduce
+from alexctl.device import Runtime, all_reduce, gathered
 from alexctl.errors import UserError, WorkFailed
 from alexctl.stop import StopSignals
 
@@ -139,6 +140,7 @@ class Saver:
     def _save_mid_epoch(self) -> None:
         sums = self.state.current
         loss, correct, samples = all_reduce([sums.loss, sums.correct, sums.samples], self.runtime)
+        check_finite(loss, self.state.epoch + 1, sums.step)  # every rank sees the same sum
         if self.runtime.leader:  # rank 0 keeps the sums of all ranks; the others count on from zero
             sums.loss, sums.correct, sums.samples = loss, int(correct), int(samples)
             self._save_last()
@@ -192,6 +194,48 @@ class Saver:
         if self.runtime.leader and time.monotonic() - self.last_report >= self.REPORT_SECONDS:
             self.last_report = time.monotonic()
             self.lock.update(**where)
+
+
+def check_finite(loss_sum: float, epoch: int, step: int) -> None:
+    """A training loss that turned NaN or infinite stops the run (exit 1, recorded) before it is saved: the weights
+    it would save are lost, and every later epoch would train them on. Called with the sum over all ranks, so that
+    every rank stops at the same step."""
+    if not math.isfinite(loss_sum):
+        raise WorkFailed(
+            f"the training loss became {loss_sum} in epoch {epoch} (by step {step}): the network diverged, and "
+            "nothing of it was saved; train with a lower --lr (or --weight-decay) in a new run directory."
+        )
+
+
+def check_ranks_agree(runtime: Runtime, facts: dict[str, dict]) -> None:
+    """Under torchrun each node may read its own copy of RUN_DIR and DATA_DIR (separate disks), so before the
+    first step the ranks compare what they are about to train: `facts` maps what is compared ("the data") to
+    its parts ({"train split": identity, ...}). A difference is refused on every rank at once (exit 2), naming
+    the rank and the parts, before a step trains mismatched ranks into the run's checkpoints."""
+    everyone = gathered(facts, runtime)
+    for rank, theirs in enumerate(everyone[1:], 1):
+        for what, ours in everyone[0].items():
+            differ = [
+                f"{k}: {theirs[what].get(k)!r} on rank {rank}, {v!r} on rank 0"
+                for k, v in ours.items()
+                if theirs[what].get(k) != v
+            ]
+            if differ:
+                raise UserError(
+                    f"rank {rank} and rank 0 disagree on {what} ({'; '.join(differ[:3])}): every node must read the "
+                    "same RUN_DIR and DATA_DIR (a shared disk, or identical copies) to train or resume one run."
+                )
+
+
+def resume_point(saved: dict | None) -> dict:
+    """Where a rank would resume (check_ranks_agree's part of `saved_state`)."""
+    if saved is None:
+        return {"last.pt": "none: a fresh start"}
+    progress = saved["progress"]
+    return {
+        "last.pt": f"epoch {progress['epoch']} step {progress['current']['step']}",
+        "best epoch": progress["best_epoch"],
+    }
 
 
 def saved_state(run: rundir.RunDir) -> dict | None:

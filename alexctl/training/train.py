@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from alexctl import __version__, rundir
-from alexctl.config import CheckpointOptions, ModelConfig, TrainConfig
+from alexctl.config import CheckpointOptions, ModelConfig, TrainConfig, to_dict
 from alexctl.console import ProgressFactory, log, no_progress
 from alexctl.data import augment
 from alexctl.data.loader import rank_part
@@ -40,6 +40,7 @@ from alexctl.device import (
     configure,
     distributed,
     init_distributed,
+    peers_watched,
     reading,
     synchronize,
 )
@@ -54,10 +55,13 @@ from alexctl.training.resume import (
     EpochSums,
     Progress,
     Saver,
+    check_finite,
+    check_ranks_agree,
     check_run_dir,
     config_record,
     prepare_run_dir,
     resume,
+    resume_point,
     saved_state,
     summarise,
 )
@@ -78,12 +82,19 @@ def train(
 ) -> dict:
     """Train (or resume, or report a finished) run in `run_dir`; returns the `--json` summary.
 
-    Everything that can be refused (data, settings, a run directory holding another run) is
-    checked before the run directory is touched."""
-    started = time.monotonic()
+    Everything that can be refused (data, settings, a run directory holding another run, ranks that
+    disagree on any of these) is checked before the run directory is touched."""
     init_distributed(runtime)
+    with peers_watched(runtime):  # a rank lost before the run directory's lock: one sentence, not recorded
+        return _train(data_dir, run_dir, model_config, config, runtime, checkpointing, progress, command)
+
+
+def _train(data_dir, run_dir, model_config, config, runtime, checkpointing, progress, command) -> dict:
+    started = time.monotonic()
     configure(runtime)
     data = load_training_data(Path(data_dir), model_config, config)
+    identities = {f"{s} split": data.describe()[f"{s}_identity"][:12] for s in ("train", "val")}  # of the shards
+    check_ranks_agree(runtime, {"the data": identities, "the settings": {**to_dict(model_config), **to_dict(config)}})
     torch.manual_seed(config.seed)  # the initial weights
     net = runtime_model(model_config, data.num_classes, runtime)
     optimizer = build_optimizer(
@@ -102,12 +113,14 @@ def train(
     check_run_dir(run, record)
     with (
         rundir.DirectoryLock(run.lock, "train") if runtime.leader else nullcontext() as lock,
-        rundir.failures_recorded(run.failed, "train", enabled=runtime.leader),
+        rundir.failures_recorded(run.failed, "train", enabled=runtime.leader, lock=lock),
+        peers_watched(runtime),  # recorded as the failure it is
         StopSignals() as stop,
         open_source(data.train, **reading(runtime)) as train_source,
         open_source(data.val, **reading(runtime)) as val_source,
     ):
         saved = saved_state(run)
+        check_ranks_agree(runtime, {"the resume point": resume_point(saved)})
         if runtime.leader:
             prepare_run_dir(run, record)
             log(f"train split: {train_source.reason}; val split: {val_source.reason}")
@@ -329,6 +342,7 @@ def end_of_epoch(
     the best epoch move on. Returns (row, whether this epoch is the best so far)."""
     sums = state.current
     loss, correct, samples = all_reduce([sums.loss, sums.correct, sums.samples], runtime)
+    check_finite(loss, epoch, sums.step)  # before anything of the epoch is saved
     seen = all_reduce_array(seen, runtime)
     expected = np.zeros(len(data.train), np.int32)
     expected[data.indices] = 1
