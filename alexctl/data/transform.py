@@ -15,6 +15,14 @@ scaled decode with the exact scale factors, so the result matches the full-size 
 alpha, 16-bit, a PNG named .JPEG) goes through PIL. EXIF orientation is ignored, as
 ImageNet's own tooling and torchvision's loader ignore it; alpha is dropped as
 torchvision's loader drops it.
+
+Memory (a pixel budget, MAX_PIXELS): no image is decoded into more than 50 million pixels, so
+one decode holds about half a gigabyte at most whatever the file claims (a 560 KB PNG can
+claim 24000x24000). Sizes are read from the header before anything is allocated. A JPEG
+decoded by libjpeg-turbo is reduced in the DCT domain until it fits (even with
+fast=False: beyond the budget an exact decode is not offered); a progressive or multi-scan
+JPEG holds all its coefficients while it decodes, so its full size must fit. Every other
+image larger than the budget is refused: UnreadableImage, and the file is skipped by name.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-# Past this many pixels PIL refuses an image as a possible decompression bomb; ILSVRC's
-# largest photographs are far below it.
-Image.MAX_IMAGE_PIXELS = 300_000_000
+# The most pixels one image is decoded into (8 bytes each at most on the way to RGB: ~0.4 GB).
+# Cameras and ILSVRC's largest photographs are below it; their JPEGs decode reduced anyway.
+MAX_PIXELS = 50_000_000
+# PIL's own guard, for any image whose size is not known before it decodes: an error past twice this.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+_ROWS = 1 << 20  # pixels converted at a time from 16-bit or float grey (8 bytes each as float64)
 
 
 class UnreadableImage(Exception):
@@ -123,10 +134,8 @@ def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, i
     if data[:2] == b"\xff\xd8":
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            if width * height > 2 * Image.MAX_IMAGE_PIXELS:  # refused as PIL refuses it, before any allocation
-                raise UnreadableImage(f"too large to decode safely ({width}x{height} pixels)")
             if colorspace in ("Gray", "YCbCr", "RGB"):  # CMYK and YCCK go through PIL
-                scale = _dct_scale(width, height, size) if fast else 1
+                scale = _jpeg_scale(data, width, height, size, fast)
                 rgb = simplejpeg.decode_jpeg(
                     data,
                     colorspace="RGB",
@@ -144,6 +153,45 @@ def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, i
     return rgb, rgb.shape[1], rgb.shape[0], 1
 
 
+def _jpeg_scale(data: bytes, width: int, height: int, size: int, fast: bool) -> int:
+    """The DCT scale to decode at: the fast one (or 1), or the smallest larger one within MAX_PIXELS."""
+    if width * height > MAX_PIXELS and _holds_all_coefficients(data):
+        raise UnreadableImage(_too_large(width, height, "a progressive JPEG decodes at full size"))
+    scale = _dct_scale(width, height, size) if fast else 1
+    while -(-width // scale) * -(-height // scale) > MAX_PIXELS:
+        if scale == 8:
+            raise UnreadableImage(_too_large(width, height, "even at 1/8 scale"))
+        scale *= 2
+    return scale
+
+
+def _holds_all_coefficients(data: bytes) -> bool:
+    """Whether libjpeg keeps the whole image's coefficients while decoding: a progressive frame, or a
+    first scan with fewer components than the frame (components in separate scans). Read from the
+    markers before the first scan; a header it cannot walk counts as yes."""
+    i, components = 2, 0
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return True
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC2, 0xC6, 0xCA, 0xCE):  # SOF2, 6, 10, 14: progressive
+            return True
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # another start of frame
+            components = data[i + 9] if i + 9 < len(data) else 0
+        if marker == 0xDA:  # start of scan: the components it interleaves
+            return i + 4 >= len(data) or data[i + 4] < components
+        i += 2 + length
+    return True
+
+
+def _too_large(width: int, height: int, why: str) -> str:
+    return f"too large to decode safely ({width}x{height} pixels; {why}, more than {MAX_PIXELS:,} pixels)"
+
+
 def _dct_scale(width: int, height: int, size: int) -> int:
     """The largest of 1, 2, 4, 8 that keeps the shorter side at least `size` (and one pixel to spare)."""
     scale = 1
@@ -157,6 +205,9 @@ def _decode_with_pil(data: bytes) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-with-transparency and EXIF warnings
             img = Image.open(io.BytesIO(data))
+            width, height = img.size  # from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(_too_large(width, height, "not a JPEG that decodes reduced"))
             img.load()
             return np.array(_to_rgb(img))  # a writable copy: torch.from_numpy warns on read-only arrays
     except UnidentifiedImageError:
@@ -169,8 +220,14 @@ def _decode_with_pil(data: bytes) -> np.ndarray:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float grayscale: scale to 8 bits rather than clip.
-        a = np.asarray(img, dtype=np.float64)
+        # 16-bit and float grayscale: scale to 8 bits rather than clip, a band of rows at a time (as
+        # float64 the whole image would take 8 bytes a pixel).
+        a = np.asarray(img)
         hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+        grey = np.empty(a.shape, np.uint8)
+        rows = max(1, _ROWS // max(1, a.shape[1]))
+        for top in range(0, a.shape[0], rows):
+            band = a[top : top + rows].astype(np.float64)
+            grey[top : top + rows] = np.clip(band * (255.0 / hi), 0, 255).astype(np.uint8)
+        img = Image.fromarray(grey, "L")
     return img if img.mode == "RGB" else img.convert("RGB")
