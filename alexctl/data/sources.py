@@ -125,7 +125,7 @@ def _check_regular(mode: int) -> None:
 def _file_kind(mode: int) -> str:
     kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
     kinds |= {stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
-    return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
+    return next((name for test, name in kinds.items() if test(mode)), "a file of another kind")
 
 
 def _check_size(size: int) -> None:
