@@ -141,6 +141,7 @@ IMAGES = [  # (case, how it is made, its fate: written, skipped, or ignored (not
     ("progressive-jpeg-bomb-header-20000x20000", _file("deep.JPEG", _progressive_claiming(20000, 20000)), "skipped"),
     ("heic-without-a-decoder", _file("phone.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)), "skipped"),
     ("avif", _file("modern.avif", encoded(form="AVIF")), "written"),
+    ("eps-named-JPEG", _file("vector.JPEG", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"), "skipped"),
     ("png-named-JPEG", _file("really-a-png.JPEG", encoded(form="PNG")), "written"),
     ("jpeg-named-png", _file("really-a-jpeg.png", lambda good: good), "written"),
     ("cmyk-jpeg", _file("cmyk.JPEG", encoded("CMYK")), "written"),
@@ -160,6 +161,17 @@ IMAGES = [  # (case, how it is made, its fate: written, skipped, or ignored (not
 ]
 
 
+REASONS = {  # words the skip's reason holds, where the case is about the reason
+    "jpeg-bomb-header-60000x60000": "too large to decode safely (60000x60000 pixels",
+    "png-bomb-header-40000x40000": "too large to decode safely (Image size (1600000000 pixels)",  # PIL's guard
+    "progressive-jpeg-bomb-header-20000x20000": "a progressive JPEG decodes at full size",
+    "fifo-named-JPEG": "it is a FIFO, not a regular file",
+    "symlink-to-dev-zero": "it is a character device, not a regular file",
+    "heic-without-a-decoder": "a HEIC/HEIF image, which the installed Pillow cannot decode",
+    "eps-named-JPEG": "not an image of a format alexctl reads",  # PIL would run Ghostscript on it
+}
+
+
 @pytest.mark.parametrize("case,add,fate", IMAGES, ids=[c[0] for c in IMAGES])
 def test_an_odd_image_is_written_or_skipped_by_name_and_none_is_lost(case, add, fate, tmp_path, photos):
     src = source(tmp_path / "src", photos)
@@ -173,6 +185,7 @@ def test_an_odd_image_is_written_or_skipped_by_name_and_none_is_lost(case, add, 
     if fate == "skipped":
         shown = f"{folder.name}/{rundir_printable(name)}"
         assert list(skipped) == [shown] and skipped[shown], summary["skipped"]
+        assert REASONS.get(case, "") in skipped[shown], skipped[shown]
         assert summary["written"] == 6
     else:
         assert not skipped and summary["written"] == 6 + added

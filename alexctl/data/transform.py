@@ -27,6 +27,7 @@ image larger than the budget is refused: UnreadableImage, and the file is skippe
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from PIL import Image, UnidentifiedImageError
 MAX_PIXELS = 50_000_000
 # PIL's own guard, for any image whose size is not known before it decodes: an error past twice this.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "HEIF")  # HEIF: with a plugin only
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")  # ISO BMFF major brands
 _ROWS = 1 << 20  # pixels converted at a time from 16-bit or float grey (8 bytes each as float64)
 
 
@@ -204,18 +207,31 @@ def _decode_with_pil(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-with-transparency and EXIF warnings
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_pil_formats())
             width, height = img.size  # from the header: nothing is decoded yet
             if width * height > MAX_PIXELS:
                 raise UnreadableImage(_too_large(width, height, "not a JPEG that decodes reduced"))
             img.load()
             return np.array(_to_rgb(img))  # a writable copy: torch.from_numpy warns on read-only arrays
     except UnidentifiedImageError:
-        raise UnreadableImage("not an image PIL can identify") from None
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # a phone's photo: say what would read it
+            raise UnreadableImage(
+                "a HEIC/HEIF image, which the installed Pillow cannot decode; convert it to JPEG"
+            ) from None
+        raise UnreadableImage(f"not an image of a format alexctl reads ({', '.join(_pil_formats())})") from None
     except Image.DecompressionBombError as e:
         raise UnreadableImage(f"too large to decode safely ({e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise UnreadableImage(f"cannot be decoded: {e}") from None
+
+
+@functools.cache
+def _pil_formats() -> tuple[str, ...]:
+    """The formats PIL may decode: those of the image extensions (labels.IMAGE_EXTENSIONS; MPO, a camera's JPEG,
+    comes with JPEG) that this Pillow has. Not the dozens of others it knows: PIL picks a decoder by the bytes,
+    not the name, and an EPS named .JPEG would run Ghostscript, a PSD or FITS a decoder nobody here needs."""
+    Image.init()
+    return tuple(f for f in PIL_FORMATS if f in Image.OPEN)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -182,3 +182,16 @@ def test_sixteen_bit_grey_is_scaled_in_bands_as_it_was_whole(monkeypatch):
     monkeypatch.setattr(transform, "_ROWS", 64 * 5)  # bands of 5 rows: 13 of them, the last one short
     rgb = np.asarray(transform._to_rgb(Image.fromarray(values)))
     assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 1], (values // 257).astype(np.uint8))
+
+
+def test_only_the_formats_of_the_image_extensions_are_decoded():
+    """PIL picks a decoder by the bytes: an icon or a Photoshop file named .JPEG is refused, not decoded."""
+    for form in ("ICO", "PCX", "SGI"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (9, 8, 7)).save(buffer, form)
+        with pytest.raises(transform.UnreadableImage, match=r"not an image of a format alexctl reads \(JPEG, PNG"):
+            transform.prepare(buffer.getvalue(), 16)
+    for form in ("BMP", "TIFF", "WEBP", "PPM", "GIF"):  # what the image extensions name
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (90, 80, 70)).save(buffer, form)
+        assert transform.prepare(buffer.getvalue(), 16).pixels.shape == (16, 16, 3), form
