@@ -256,11 +256,11 @@ class _TarScan:
             if member.islnk():  # a hard link names its target from the archive's root
                 target = _clean(member.linkname)
             elif member.linkname.startswith("/"):
-                return ("skip", f"a symbolic link to {printable(member.linkname)!r}, outside the tar")
+                return ("skip", f"a link to {printable(member.linkname)!r}, outside the tar")
             else:
                 target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
             if target == ".." or target.startswith("../"):
-                return ("skip", f"a symbolic link to {printable(member.linkname)!r}, outside the tar")
+                return ("skip", f"a link to {printable(member.linkname)!r}, outside the tar")
             if target not in links:
                 where = wheres.get(target)
                 if where is None:

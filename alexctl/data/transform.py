@@ -38,10 +38,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-# The most pixels one image is decoded into (8 bytes each at most on the way to RGB: ~0.4 GB).
-# Cameras and ILSVRC's largest photographs are below it; their JPEGs decode reduced anyway.
+# The most pixels one image is decoded into: ~8 bytes each on the way to RGB, so ~0.4 GB (measured: a 49 MP
+# 16-bit PNG adds 382 MiB to the peak). A JPEG from any camera decodes reduced below it (a 144 MP one: +7 MiB);
+# a PNG or TIFF past 50 MP (7071x7071) is refused. ILSVRC's images are JPEGs far below it.
 MAX_PIXELS = 50_000_000
-# PIL's own guard, for any image whose size is not known before it decodes: an error past twice this.
+# PIL's own guard, which reads the same header at open: past twice this it refuses in its own words, first.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "HEIF")  # HEIF: with a plugin only
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")  # ISO BMFF major brands
