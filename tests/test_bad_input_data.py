@@ -654,6 +654,23 @@ def test_predict_skips_pixel_bombs_by_name_in_bounded_memory(bombs, two_runs, tm
     assert peak_mib < plain_mib + HEADROOM_MIB, f"peak {peak_mib:.0f} MiB, {plain_mib:.0f} MiB without the bombs"
 
 
+@pytest.mark.slow
+def test_worker_processes_skip_a_fifo_dev_zero_and_a_bomb_by_name_and_finish(bombs, tmp_path):
+    """Issue 19: with two workers a FIFO named pipe.JPEG never let preprocess finish; the workers read as one does."""
+    result = run(
+        "preprocess", bombs["bombs"], tmp_path / "data", "--size", "32", "--workers", "2", "--json", timeout=180
+    )
+    summary = summary_of(result)
+    outcome(
+        result,
+        0,
+        case="preprocess/fifo-dev-zero-bombs-workers-2",
+        command="preprocess",
+        lost=images_lost(summary, created=10),
+    )
+    assert summary["written"] == 6 and len(summary["skipped"]) == 4, summary
+
+
 # ---------------------------------------------------------------- a checkpoint carrying code (issue 19)
 
 
