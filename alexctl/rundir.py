@@ -16,6 +16,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -274,11 +276,21 @@ def load_torch(path: Path, what: str = "checkpoint") -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a foreign file's pickle protocol: the error below says enough
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist.") from None
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise UserError(f"{what} {path} cannot be read: {str(e).splitlines()[0]}.") from None
+        # torch's text advises loading it with weights_only=False, which would run the file's code: not said here
+        raise UserError(
+            f"{what} {path} holds pickled objects other than tensors and plain values, which could run code; "
+            "it is refused, and nothing in it was run."
+        ) from None
     except Exception as e:  # a truncated or foreign file: torch raises several types
-        raise UserError(f"{what} {path} cannot be read: {e}.") from None
+        raise UserError(f"{what} {path} cannot be read: {(str(e).splitlines() or [type(e).__name__])[0]}.") from None
 
 
 def rewrite_jsonl(path: Path, rows: list[dict]) -> None:

@@ -1,4 +1,5 @@
-"""The bad-input corpus, part 1: what reaches `alexctl demo-data` and `alexctl preprocess` (issue 11).
+"""The bad-input corpus, part 1: what reaches `alexctl demo-data` and `alexctl preprocess` (issue 11), and the
+input files that eat memory or never end, in preprocess and predict, and a checkpoint carrying code (issue 19).
 
 Every case builds its input here and passes badinput.outcome: exit 2 (bad input) or 1 (failed work) with
 one sentence naming the culprit, or 0 where succeeding is right (a broken image is skipped and named);
@@ -9,11 +10,17 @@ commands that read data and run directories.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
+import struct
+import subprocess
 import tarfile
+import tempfile
+import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,9 +28,12 @@ import pytest
 from alexctl import rundir
 
 from badinput import (
+    ALEXCTL,
     OTHER,
+    Finished,
     copy_tree,
     encoded,
+    environment,
     finish,
     flip_bytes,
     images_lost,
@@ -91,6 +101,26 @@ def _link(name: str, target: str, images: int):
     return add
 
 
+def _fifo(name: str):
+    def add(folder: Path, good: bytes) -> tuple[str | None, int]:
+        os.mkfifo(folder / name)  # opened for reading, it waits for a writer that never comes
+        return name, 1
+
+    return add
+
+
+def _progressive_claiming(width: int, height: int) -> bytes:
+    """A small progressive JPEG whose frame header claims width x height (its coefficients: 3 bytes a pixel)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 10)).save(buffer, "JPEG", progressive=True)
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc2")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def _album(folder: Path, good: bytes) -> tuple[str | None, int]:
     (folder / "album.JPEG").mkdir()  # a folder with an image's name, holding one photo
     (folder / "album.JPEG" / "inside.JPEG").write_bytes(good)
@@ -106,6 +136,12 @@ IMAGES = [  # (case, how it is made, its fate: written, skipped, or ignored (not
     ("png-bomb-header-40000x40000", _file("bomb.png", png_claiming(40000, 40000)), "skipped"),
     ("dangling-symlink", _link("gone.JPEG", "nowhere.JPEG", 1), "skipped"),
     ("non-utf8-name-broken", _file(b"caf\xe9-cut.JPEG", b"\xff\xd8\xff"), "skipped"),
+    ("fifo-named-JPEG", _fifo("pipe.JPEG"), "skipped"),
+    ("symlink-to-dev-zero", _link("zero.JPEG", "/dev/zero", 1), "skipped"),
+    ("progressive-jpeg-bomb-header-20000x20000", _file("deep.JPEG", _progressive_claiming(20000, 20000)), "skipped"),
+    ("heic-without-a-decoder", _file("phone.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)), "skipped"),
+    ("avif", _file("modern.avif", encoded(form="AVIF")), "written"),
+    ("eps-named-JPEG", _file("vector.JPEG", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"), "skipped"),
     ("png-named-JPEG", _file("really-a-png.JPEG", encoded(form="PNG")), "written"),
     ("jpeg-named-png", _file("really-a-jpeg.png", lambda good: good), "written"),
     ("cmyk-jpeg", _file("cmyk.JPEG", encoded("CMYK")), "written"),
@@ -125,6 +161,17 @@ IMAGES = [  # (case, how it is made, its fate: written, skipped, or ignored (not
 ]
 
 
+REASONS = {  # words the skip's reason holds, where the case is about the reason
+    "jpeg-bomb-header-60000x60000": "too large to decode safely (60000x60000 pixels",
+    "png-bomb-header-40000x40000": "too large to decode safely (Image size (1600000000 pixels)",  # PIL's guard
+    "progressive-jpeg-bomb-header-20000x20000": "a progressive JPEG decodes at full size",
+    "fifo-named-JPEG": "it is a FIFO, not a regular file",
+    "symlink-to-dev-zero": "it is a character device, not a regular file",
+    "heic-without-a-decoder": "a HEIC/HEIF image, which the installed Pillow cannot decode",
+    "eps-named-JPEG": "not an image of a format alexctl reads",  # PIL would run Ghostscript on it
+}
+
+
 @pytest.mark.parametrize("case,add,fate", IMAGES, ids=[c[0] for c in IMAGES])
 def test_an_odd_image_is_written_or_skipped_by_name_and_none_is_lost(case, add, fate, tmp_path, photos):
     src = source(tmp_path / "src", photos)
@@ -138,6 +185,7 @@ def test_an_odd_image_is_written_or_skipped_by_name_and_none_is_lost(case, add, 
     if fate == "skipped":
         shown = f"{folder.name}/{rundir_printable(name)}"
         assert list(skipped) == [shown] and skipped[shown], summary["skipped"]
+        assert REASONS.get(case, "") in skipped[shown], skipped[shown]
         assert summary["written"] == 6
     else:
         assert not skipped and summary["written"] == 6 + added
@@ -205,11 +253,35 @@ def _file_at(path: Path, data: bytes) -> Path:
     return path
 
 
+def _tar_naming(tmp: Path, src: Path, name: str) -> Path:
+    """A tar of the ImageFolder under train/, plus a photo stored under `name` (../../x/y.JPEG, /abs/...)."""
+    path = tmp / "named.tar"
+    with tarfile.open(path, "w") as tar:
+        tar.add(src, arcname="train")
+        photo = sorted(src.rglob("*.JPEG"))[0]
+        info = tar.gettarinfo(photo, arcname="x")
+        info.name = name  # as tar -P or a hand-made archive stores it: tarfile.add would not keep it
+        with open(photo, "rb") as f:
+            tar.addfile(info, f)
+    return path
+
+
 REFUSED = [  # (case, arguments built from (tmp, src, small data dir), words the sentence must hold)
     ("missing-source", lambda t, s, d: [t / "nothing", t / "out"], ["nothing"]),
     ("empty-source", lambda t, s, d: [(t / "empty").mkdir() or t / "empty", t / "out"], ["empty", "no image"]),
     ("source-is-a-text-file", lambda t, s, d: [_file_at(t / "x.tar", b"hello\n"), t / "out"], ["x.tar"]),
     ("truncated-tar", lambda t, s, d: [_tar_cut(t, s), t / "out"], ["cut.tar"]),
+    (
+        "tar-member-named-dotdot",
+        lambda t, s, d: [_tar_naming(t, s, "../../x/y.JPEG"), t / "out"],
+        ["named.tar", "'../../x/y.JPEG'", "outside"],
+    ),
+    (
+        "tar-member-named-absolute",
+        lambda t, s, d: [_tar_naming(t, s, "/abs/n0/y.JPEG"), t / "out"],
+        ["named.tar", "'/abs/n0/y.JPEG'", "outside"],
+    ),
+    ("source-is-a-fifo", lambda t, s, d: [os.mkfifo(t / "in.tar") or t / "in.tar", t / "out"], ["in.tar", "regular"]),
     ("flat-folder-without-labels", lambda t, s, d: [_flat(t, s), t / "out"], ["--labels"]),
     ("one-class-folder", lambda t, s, d: [_one_class(t, s), t / "out"], ["one class folder"]),
     ("two-files-one-key", lambda t, s, d: [_same_key(s), t / "out"], ["same key"]),
@@ -399,6 +471,235 @@ def test_verify_names_the_damaged_file_and_status_shows_it(damage, words, small,
     visible = status_shows(data, "preprocess train", ("failed", "corrupt"))
     outcome(result, 1, *words, case=f"preprocess/verify-{damage}", command="preprocess", visible=visible)
     assert stage_state(data, "preprocess train", "--verify") == "corrupt"
+
+
+# ---------------------------------------------------------------- tar members that are not plain files (issue 19)
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_tar_links_are_read_as_their_targets_and_other_members_skipped_by_name(mode, tmp_path, photos):
+    """`tar cf` of a folder stores a second name of a file as a hard link and a symbolic link as one: read as the
+    folder reads them; a link out of the tar and a FIFO are found and skipped, each with its reason."""
+    src = source(tmp_path / "src", photos)
+    first, second = sorted(src.iterdir())
+    photo = sorted(first.iterdir())[0]
+    os.link(photo, second / "hard.JPEG")
+    (second / "soft.JPEG").symlink_to(f"../{first.name}/{photo.name}")
+    (second / "out.JPEG").symlink_to("../../../../etc/hostname")
+    os.mkfifo(first / "pipe.JPEG")
+    path = tmp_path / ("src.tar" if mode == "w" else "src.tar.gz")
+    with tarfile.open(path, mode) as tar:
+        tar.add(src, arcname="train")
+    kinds = sorted(m.type for m in tarfile.open(path) if m.name.endswith(".JPEG"))
+    assert kinds.count(tarfile.LNKTYPE) == 1 and kinds.count(tarfile.SYMTYPE) == 2 and tarfile.FIFOTYPE in kinds
+
+    result = invoke("preprocess", path, tmp_path / "data", *SMALL, "--json")
+    summary = summary_of(result)
+    outcome(
+        result,
+        0,
+        case=f"preprocess/tar{mode[1:].replace(':', '.')}-links-and-a-fifo",
+        command="preprocess",
+        lost=images_lost(summary, created=10),
+    )
+    skipped = {s["path"]: s["reason"] for s in summary["skipped"]}
+    assert summary["written"] == 8, summary  # the six photos and both links to one of them
+    assert sorted(skipped) == [f"{first.name}/pipe.JPEG", f"{second.name}/out.JPEG"]
+    assert "FIFO" in skipped[f"{first.name}/pipe.JPEG"] and "outside the tar" in skipped[f"{second.name}/out.JPEG"]
+
+
+# ---------------------------------------------------------------- files that eat memory (issue 19)
+
+
+def png_bomb(width: int, height: int, depth: int = 8) -> bytes:
+    """A whole grey PNG of width x height black pixels (8- or 16-bit), every row present: ~1 KB a million pixels.
+    Its deflate stream repeats one deflated MiB of zeros, each copy ending at a full flush (no reference back), so
+    it is made in milliseconds however large the image; 24000 x 24000 is 570 KB."""
+    raw = height * (1 + width * depth // 8)  # each row: filter byte 0, then its pixels, all zero
+    compressor = zlib.compressobj(9)
+    block = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    whole, rest = divmod(raw, 1 << 20)
+    compressor = zlib.compressobj(9)
+    tail = compressor.compress(bytes(rest)) + compressor.flush()
+    adler = ((raw % 65521) << 16) | 1  # adler32 of n zero bytes: A stays 1 and B counts them
+    stream = block[:2] + block[2:] * whole + tail[2:-4] + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+
+
+def test_a_png_bomb_is_a_whole_png_of_the_size_it_claims():
+    """The builder's own check (at a size that decodes in a moment): PIL reads every row of it."""
+    from PIL import Image
+
+    for depth, mode in ((8, "L"), (16, "I;16")):
+        image = Image.open(io.BytesIO(png_bomb(3000, 2000, depth)))
+        image.load()
+        assert (image.mode, image.size, image.getextrema()) == (mode, (3000, 2000), (0, 0))
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def _huge_member_tar_gz(path: Path, photo: Path, wnids: list[str], size: int) -> Path:
+    """A .tar.gz of a photo and (size > 0) a member of `size` zero bytes named as a JPEG (1.4 MB for 300 MiB)."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        tar.add(photo, arcname=f"{wnids[0]}/kept-{photo.name}")
+        if size:
+            info = tarfile.TarInfo(f"{wnids[1]}/huge.JPEG")
+            info.size = size
+            tar.addfile(info, io.BufferedReader(_Zeros(size), 1 << 20))
+    return path
+
+
+def _measured(*args, timeout: float = 300) -> tuple[Finished, float]:
+    """`alexctl ARGS` in a process of its own: how it ended, and its peak resident memory in MiB (wait4's
+    ru_maxrss for that process alone: RUSAGE_CHILDREN would be the largest child this test process ever had)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([*ALEXCTL, *map(str, args)], stdout=out, stderr=err, env=environment())
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"alexctl {args} still ran after {timeout} s")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        out.seek(0)
+        err.seek(0)
+        return Finished(proc.returncode, out.read(), err.read()), usage.ru_maxrss / 1024
+
+
+BOMBS = {  # name -> what issue 19 measured for it before the pixel budget
+    "grey-24000x24000.png": lambda: png_bomb(24000, 24000),  # preprocess 7 GB, predict 8.6 GB
+    "deep-17000x17000.png": lambda: png_bomb(17000, 17000, 16),  # preprocess 8.1 GB
+}
+HUGE_MEMBER = 300 << 20  # past sources.MAX_IMAGE_BYTES: read whole, it would add 300 MiB (3 GiB: 3.9 GB)
+HEADROOM_MIB = 150  # the most the bombs may add to the peak of the same command without them
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory, photos) -> dict[str, Path]:
+    """Two runs' inputs, without and with the bombs: a folder (the six photos, or them and the two PNG bombs, a
+    FIFO and a link to /dev/zero) and a .tar.gz (a photo, or it and a 300 MiB member)."""
+    tmp = tmp_path_factory.mktemp("bombs")
+    wnids = sorted(photos)
+    made = {}
+    for kind in ("plain", "bombs"):
+        folder = source(tmp / kind / "src", photos)
+        if kind == "bombs":
+            for name, make in BOMBS.items():
+                (folder / wnids[0] / name).write_bytes(make())
+            os.mkfifo(folder / wnids[1] / "pipe.JPEG")
+            (folder / wnids[1] / "zero.JPEG").symlink_to("/dev/zero")
+        made[kind] = folder
+        size = HUGE_MEMBER if kind == "bombs" else 0
+        made[f"{kind}.tar.gz"] = _huge_member_tar_gz(tmp / kind / "more.tar.gz", photos[wnids[1]][0], wnids, size)
+    return made
+
+
+@pytest.mark.slow
+def test_pixel_bombs_and_a_huge_tar_member_are_skipped_by_name_in_bounded_memory(bombs, tmp_path):
+    """Issue 19: each bomb named and skipped, the photos written, and the peak no higher than without the bombs."""
+    options = ("--size", "32", "--workers", "1", "--json")
+    plain, plain_mib = _measured("preprocess", bombs["plain"], bombs["plain.tar.gz"], tmp_path / "plain", *options)
+    assert plain.returncode == 0, plain.stderr
+    result, peak_mib = _measured("preprocess", bombs["bombs"], bombs["bombs.tar.gz"], tmp_path / "data", *options)
+    summary = summary_of(result)
+    outcome(
+        result,
+        0,
+        case="preprocess/pixel-bombs-fifo-dev-zero-huge-tar-member",
+        command="preprocess",
+        lost=images_lost(summary, created=12),
+    )
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in summary["skipped"]}
+    assert summary["written"] == 7, summary
+    assert sorted(reasons) == sorted([*BOMBS, "pipe.JPEG", "zero.JPEG", "huge.JPEG"]), reasons
+    assert all("too large to decode safely" in reasons[name] for name in BOMBS), reasons
+    assert "FIFO" in reasons["pipe.JPEG"] and "character device" in reasons["zero.JPEG"]
+    assert f"{HUGE_MEMBER:,} bytes" in reasons["huge.JPEG"]
+    assert peak_mib < plain_mib + HEADROOM_MIB, f"peak {peak_mib:.0f} MiB, {plain_mib:.0f} MiB without the bombs"
+
+
+@pytest.mark.slow
+def test_predict_skips_pixel_bombs_by_name_in_bounded_memory(bombs, two_runs, tmp_path):
+    options = ("--run", two_runs[0], "--crops", "1", "--workers", "1", "--json")
+    plain, plain_mib = _measured("predict", bombs["plain"], bombs["plain.tar.gz"], *options)
+    assert plain.returncode == 0, plain.stderr
+    result, peak_mib = _measured("predict", bombs["bombs"], bombs["bombs.tar.gz"], *options)
+    outcome(result, 0, case="predict/pixel-bombs-fifo-dev-zero-huge-tar-member", command="predict")
+    summary = summary_of(result)
+    skipped = sorted(s["image"].rsplit("/", 1)[-1] for s in summary["skipped_files"])
+    assert summary["predicted"] == 7 and skipped == sorted([*BOMBS, "pipe.JPEG", "zero.JPEG", "huge.JPEG"]), summary
+    lines = result.stderr.splitlines()
+    for name in BOMBS:  # one line each: "alexctl: skipped PATH: too large to decode safely (...)"
+        assert any(f"/{name}: too large to decode safely" in line for line in lines), result.stderr
+    assert peak_mib < plain_mib + HEADROOM_MIB, f"peak {peak_mib:.0f} MiB, {plain_mib:.0f} MiB without the bombs"
+
+
+@pytest.mark.slow
+def test_worker_processes_skip_a_fifo_dev_zero_and_a_bomb_by_name_and_finish(bombs, tmp_path):
+    """Issue 19: with two workers a FIFO named pipe.JPEG never let preprocess finish; the workers read as one does."""
+    result = run(
+        "preprocess", bombs["bombs"], tmp_path / "data", "--size", "32", "--workers", "2", "--json", timeout=180
+    )
+    summary = summary_of(result)
+    outcome(
+        result,
+        0,
+        case="preprocess/fifo-dev-zero-bombs-workers-2",
+        command="preprocess",
+        lost=images_lost(summary, created=10),
+    )
+    assert summary["written"] == 6 and len(summary["skipped"]) == 4, summary
+
+
+# ---------------------------------------------------------------- a checkpoint carrying code (issue 19)
+
+
+@pytest.mark.parametrize("how", ["predict", "export", "preprocess-classes-of-a-run"])
+def test_a_checkpoint_carrying_pickled_code_is_refused_in_one_sentence_and_nothing_runs(
+    how, tmp_path, two_runs, photos
+):
+    import torch
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = copy_tree(two_runs[0], tmp_path / "run")
+    evil = run / "checkpoints" / "best.pt"
+    torch.save({"format": 2, "model": Payload()}, evil)
+    photo = next(iter(photos.values()))[0]
+    result = {
+        "predict": lambda: invoke("predict", photo, "--run", run, "--crops", "1"),
+        "export": lambda: invoke("export", run, "--out", tmp_path / "out"),
+        "preprocess-classes-of-a-run": lambda: invoke(
+            "preprocess", photo.parent.parent, tmp_path / "d", *SMALL, "--classes", run
+        ),
+    }[how]()
+    command = how.split("-")[0]
+    outcome(result, 2, str(evil), "refused", case=f"{how}/checkpoint-with-pickled-code", command=command)
+    assert "weights_only" not in result.stderr and not marker.exists()
 
 
 # ---------------------------------------------------------------- signals, kills, users, the working directory

@@ -7,7 +7,9 @@ JPEG/PNG files, folders and tars, in the interface of a preprocessed split's Bat
     ImageFiles(files).batches([index arrays]) -> (uint8 (n, 3, S, S) on the device, labels -1, indices)
 
 A file that cannot be read or decoded is skipped, never fatal: `skip(i, reason)` is called and
-the batch comes without it (a batch whose files are all broken is not yielded). Images are
+the batch comes without it (a batch whose files are all broken is not yielded). As for preprocess,
+only regular files are read, none past sources.MAX_IMAGE_BYTES, and no image is decoded past
+transform.MAX_PIXELS: a FIFO, /dev/zero or a pixel bomb is skipped by name like a broken file. Images are
 decoded by a pool of threads (libjpeg-turbo and torch's resize release the GIL), one batch
 ahead of the caller, so memory holds two batches whatever the number of files.
 """
@@ -64,7 +66,8 @@ def _images_in(path: Path) -> list[ImageFile]:
         return [ImageFile(sources.printable(it.where[1]), it) for it in sources.scan(path)]
     if path.name.lower().endswith(TAR_SUFFIXES):
         return [ImageFile(f"{shown}:{sources.printable(it.relpath)}", it) for it in sources.scan(path)]
-    # A file named on the command line is tried whatever its extension: decoding says whether it is an image.
+    # A file named on the command line is tried whatever its extension: decoding says whether it is an image. Every
+    # format a folder's scan finds (labels.IMAGE_EXTENSIONS, .heic and .avif included) is decoded the same way.
     return [ImageFile(shown, sources.Item(path.name, ("file", str(path))))]
 
 

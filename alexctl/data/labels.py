@@ -224,7 +224,13 @@ def _stem(name: str) -> str:
     return stem if dot and ext.lower() in IMAGE_EXTENSIONS else base
 
 
-IMAGE_EXTENSIONS = {"jpg", "jpeg", "jpe", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm", "pbm"}
+# What an image file is called, in a folder, a tar or a label file. One rule with predict, which decodes any file
+# it is given by name: every format a phone or camera writes is here, so a folder's .heic or .avif photo is
+# found too, and is decoded, or skipped and named when this Pillow has no decoder for it (HEIC needs a plugin).
+IMAGE_EXTENSIONS = {
+    *("jpg", "jpeg", "jpe", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm", "pbm"),
+    *("avif", "heic", "heif"),
+}
 
 
 def image_stem(name: str) -> str:

@@ -15,10 +15,19 @@ scaled decode with the exact scale factors, so the result matches the full-size 
 alpha, 16-bit, a PNG named .JPEG) goes through PIL. EXIF orientation is ignored, as
 ImageNet's own tooling and torchvision's loader ignore it; alpha is dropped as
 torchvision's loader drops it.
+
+Memory (a pixel budget, MAX_PIXELS): no image is decoded into more than 50 million pixels, so
+one decode holds about half a gigabyte at most whatever the file claims (a 560 KB PNG can
+claim 24000x24000). Sizes are read from the header before anything is allocated. A JPEG
+decoded by libjpeg-turbo is reduced in the DCT domain until it fits (even with
+fast=False: beyond the budget an exact decode is not offered); a progressive or multi-scan
+JPEG holds all its coefficients while it decodes, so its full size must fit. Every other
+image larger than the budget is refused: UnreadableImage, and the file is skipped by name.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -29,9 +38,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-# Past this many pixels PIL refuses an image as a possible decompression bomb; ILSVRC's
-# largest photographs are far below it.
-Image.MAX_IMAGE_PIXELS = 300_000_000
+# The most pixels one image is decoded into: ~8 bytes each on the way to RGB, so ~0.4 GB (measured: a 49 MP
+# 16-bit PNG adds 382 MiB to the peak). A JPEG from any camera decodes reduced below it (a 144 MP one: +7 MiB);
+# a PNG or TIFF past 50 MP (7071x7071) is refused. ILSVRC's images are JPEGs far below it.
+MAX_PIXELS = 50_000_000
+# PIL's own guard, which reads the same header at open: past twice this it refuses in its own words, first.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "HEIF")  # HEIF: with a plugin only
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")  # ISO BMFF major brands
+_ROWS = 1 << 20  # pixels converted at a time from 16-bit or float grey (8 bytes each as float64)
 
 
 class UnreadableImage(Exception):
@@ -123,10 +138,8 @@ def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, i
     if data[:2] == b"\xff\xd8":
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            if width * height > 2 * Image.MAX_IMAGE_PIXELS:  # refused as PIL refuses it, before any allocation
-                raise UnreadableImage(f"too large to decode safely ({width}x{height} pixels)")
             if colorspace in ("Gray", "YCbCr", "RGB"):  # CMYK and YCCK go through PIL
-                scale = _dct_scale(width, height, size) if fast else 1
+                scale = _jpeg_scale(data, width, height, size, fast)
                 rgb = simplejpeg.decode_jpeg(
                     data,
                     colorspace="RGB",
@@ -144,6 +157,45 @@ def _decode(data: bytes, size: int, fast: bool) -> tuple[np.ndarray, int, int, i
     return rgb, rgb.shape[1], rgb.shape[0], 1
 
 
+def _jpeg_scale(data: bytes, width: int, height: int, size: int, fast: bool) -> int:
+    """The DCT scale to decode at: the fast one (or 1), or the smallest larger one within MAX_PIXELS."""
+    if width * height > MAX_PIXELS and _holds_all_coefficients(data):
+        raise UnreadableImage(_too_large(width, height, "a progressive JPEG decodes at full size"))
+    scale = _dct_scale(width, height, size) if fast else 1
+    while -(-width // scale) * -(-height // scale) > MAX_PIXELS:
+        if scale == 8:
+            raise UnreadableImage(_too_large(width, height, "even at 1/8 scale"))
+        scale *= 2
+    return scale
+
+
+def _holds_all_coefficients(data: bytes) -> bool:
+    """Whether libjpeg keeps the whole image's coefficients while decoding: a progressive frame, or a
+    first scan with fewer components than the frame (components in separate scans). Read from the
+    markers before the first scan; a header it cannot walk counts as yes."""
+    i, components = 2, 0
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return True
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC2, 0xC6, 0xCA, 0xCE):  # SOF2, 6, 10, 14: progressive
+            return True
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # another start of frame
+            components = data[i + 9] if i + 9 < len(data) else 0
+        if marker == 0xDA:  # start of scan: the components it interleaves
+            return i + 4 >= len(data) or data[i + 4] < components
+        i += 2 + length
+    return True
+
+
+def _too_large(width: int, height: int, why: str) -> str:
+    return f"too large to decode safely ({width}x{height} pixels; {why}, more than {MAX_PIXELS:,} pixels)"
+
+
 def _dct_scale(width: int, height: int, size: int) -> int:
     """The largest of 1, 2, 4, 8 that keeps the shorter side at least `size` (and one pixel to spare)."""
     scale = 1
@@ -156,21 +208,43 @@ def _decode_with_pil(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-with-transparency and EXIF warnings
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_pil_formats())
+            width, height = img.size  # from the header: nothing is decoded yet
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(_too_large(width, height, "not a JPEG that decodes reduced"))
             img.load()
             return np.array(_to_rgb(img))  # a writable copy: torch.from_numpy warns on read-only arrays
     except UnidentifiedImageError:
-        raise UnreadableImage("not an image PIL can identify") from None
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # a phone's photo: say what would read it
+            raise UnreadableImage(
+                "a HEIC/HEIF image, which the installed Pillow cannot decode; convert it to JPEG"
+            ) from None
+        raise UnreadableImage(f"not an image of a format alexctl reads ({', '.join(_pil_formats())})") from None
     except Image.DecompressionBombError as e:
         raise UnreadableImage(f"too large to decode safely ({e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise UnreadableImage(f"cannot be decoded: {e}") from None
 
 
+@functools.cache
+def _pil_formats() -> tuple[str, ...]:
+    """The formats PIL may decode: those of the image extensions (labels.IMAGE_EXTENSIONS; MPO, a camera's JPEG,
+    comes with JPEG) that this Pillow has. Not the dozens of others it knows: PIL picks a decoder by the bytes,
+    not the name, and an EPS named .JPEG would run Ghostscript, a PSD or FITS a decoder nobody here needs."""
+    Image.init()
+    return tuple(f for f in PIL_FORMATS if f in Image.OPEN)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float grayscale: scale to 8 bits rather than clip.
-        a = np.asarray(img, dtype=np.float64)
+        # 16-bit and float grayscale: scale to 8 bits rather than clip, a band of rows at a time (as
+        # float64 the whole image would take 8 bytes a pixel).
+        a = np.asarray(img)
         hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+        grey = np.empty(a.shape, np.uint8)
+        rows = max(1, _ROWS // max(1, a.shape[1]))
+        for top in range(0, a.shape[0], rows):
+            band = a[top : top + rows].astype(np.float64)
+            grey[top : top + rows] = np.clip(band * (255.0 / hi), 0, 255).astype(np.uint8)
+        img = Image.fromarray(grey, "L")
     return img if img.mode == "RGB" else img.convert("RGB")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import tarfile
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from alexctl.data import labels as label_ops
+from alexctl.data import sources
 from alexctl.data.sources import Item, read_bytes, sample_keys, scan
 from alexctl.errors import UserError
 
@@ -136,3 +144,111 @@ def test_devkit_ground_truth_maps_ilsvrc_ids_through_meta_mat(tmp_path):
     truth.write_text("7\n")
     with pytest.raises(UserError, match="ILSVRC2012_ID 7"):
         label_ops.read_label_file(truth, tmp_path / "devkit")
+
+
+# ---------------------------------------------------------------- what is not read (issue 19)
+
+
+def _read_within(item: Item, seconds: float = 10) -> BaseException | bytes:
+    """read_bytes(item) in a thread, which must end: a FIFO opened for reading waits for a writer forever."""
+    done: list = []
+
+    def read():
+        try:
+            done.append(read_bytes(item))
+        except BaseException as e:
+            done.append(e)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert done, f"reading {item.relpath} did not end in {seconds} s"
+    return done[0]
+
+
+def test_only_regular_files_are_read_and_none_past_the_cap(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    os.mkfifo(tmp_path / "a" / "pipe.JPEG")
+    (tmp_path / "a" / "zero.JPEG").symlink_to("/dev/zero")
+    (tmp_path / "a" / "big.png").write_bytes(bytes(2000))
+    (tmp_path / "a" / "ok.png").write_bytes(bytes(1000))
+    items = {it.name: it for it in scan(tmp_path)}
+    assert sorted(items) == ["big.png", "ok.png", "pipe.JPEG", "zero.JPEG"]  # found, so skipped by name
+    monkeypatch.setattr(sources, "MAX_IMAGE_BYTES", 1000)
+    reasons = {name: _read_within(item) for name, item in items.items()}
+    assert reasons["ok.png"] == bytes(1000)
+    for name, words in [("pipe.JPEG", "a FIFO"), ("zero.JPEG", "a character device"), ("big.png", "2,000 bytes")]:
+        assert isinstance(reasons[name], sources.NotRead) and words in str(reasons[name]), reasons[name]
+    os.mkfifo(tmp_path / "in.tar")
+    with pytest.raises(UserError, match="neither a folder nor a regular file"):
+        scan(tmp_path / "in.tar")
+
+
+def _tar_with(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_tar_links_are_followed_within_the_tar_and_never_out_of_it(tmp_path, mode):
+    members = [
+        (_info("t/a/x.JPEG"), b"x-bytes"),
+        (_info("t/a/blob"), b"blob-bytes"),  # not an image name: read only through a link, in a plain tar
+        (_info("t/b/hard.JPEG", tarfile.LNKTYPE, "t/a/x.JPEG"), None),
+        (_info("t/b/soft.JPEG", tarfile.SYMTYPE, "../a/x.JPEG"), None),
+        (_info("t/b/chain.JPEG", tarfile.SYMTYPE, "soft.JPEG"), None),
+        (_info("t/b/later.JPEG", tarfile.SYMTYPE, "../c/z.JPEG"), None),  # its target comes after it
+        (_info("t/b/to-blob.JPEG", tarfile.SYMTYPE, "../a/blob"), None),
+        (_info("t/b/out.JPEG", tarfile.SYMTYPE, "../../../etc/passwd"), None),
+        (_info("t/b/abs.JPEG", tarfile.SYMTYPE, "/etc/passwd"), None),
+        (_info("t/b/gone.JPEG", tarfile.SYMTYPE, "nowhere.JPEG"), None),
+        (_info("t/b/loop.JPEG", tarfile.SYMTYPE, "loop.JPEG"), None),
+        (_info("t/b/pipe.JPEG", tarfile.FIFOTYPE), None),
+        (_info("t/c/z.JPEG"), b"z-bytes"),
+    ]
+    items = {it.relpath: it for it in scan(_tar_with(tmp_path / f"t.{mode}", members, mode))}
+    assert len(items) == 12  # every image name, "t/" stepped into
+    read = {name: _read_within(item) for name, item in items.items()}
+    assert read["b/hard.JPEG"] == read["b/soft.JPEG"] == read["b/chain.JPEG"] == b"x-bytes"
+    assert read["b/later.JPEG"] == b"z-bytes"
+    if mode == "w":
+        assert read["b/to-blob.JPEG"] == b"blob-bytes"
+    else:  # a compressed tar keeps only its images' bytes
+        assert "does not hold as an image" in str(read["b/to-blob.JPEG"])
+    expected = {
+        "b/out.JPEG": "outside the tar",
+        "b/abs.JPEG": "outside the tar",
+        "b/gone.JPEG": "does not hold",
+        "b/loop.JPEG": "a loop of symbolic links",
+        "b/pipe.JPEG": "a FIFO",
+    }
+    for name, words in expected.items():
+        assert isinstance(read[name], sources.NotRead) and words in str(read[name]), (name, read[name])
+
+
+@pytest.mark.parametrize("name", ["../../x/y.JPEG", "t/../../y.JPEG", "/abs/n1/y.JPEG"])
+def test_a_tar_member_named_outside_the_archive_refuses_the_tar(tmp_path, name):
+    tar = _tar_with(tmp_path / "t.tar", [(_info("t/a/x.JPEG"), b"x"), (_info(name), b"y")])
+    with pytest.raises(UserError, match=f"t.tar holds a member named '{re.escape(name)}', outside"):
+        scan(tar)
+
+
+def test_a_compressed_tar_member_past_the_cap_is_skipped_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_IMAGE_BYTES", 1000)
+    path = _tar_with(tmp_path / "t.tar.gz", [(_info("a/x.JPEG"), b"x"), (_info("b/big.JPEG"), bytes(5000))], "w:gz")
+    reads = []
+    real = tarfile.ExFileObject.read
+    monkeypatch.setattr(tarfile.ExFileObject, "read", lambda self, *a: reads.append(a) or real(self, *a))
+    items = {it.relpath: it for it in scan(path)}
+    assert items["b/big.JPEG"].where == ("skip", "5,000 bytes, more than the 0 MiB read for one image")
+    assert items["a/x.JPEG"].where == ("bytes", b"x") and len(reads) == 1  # the small member's read only

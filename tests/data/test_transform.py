@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image
+from PIL import Image, ImageFile, ImageFilter
 
 from alexctl.data import transform
 
@@ -143,3 +143,55 @@ def test_encode_decode_round_trip(imagenet_samples):
     back = transform.decode_jpeg(data)
     assert back.shape == (256, 256, 3)
     assert psnr(back, photo) > 35  # quality 95 on a real photograph
+
+
+# ---------------------------------------------------------------- the pixel budget (issue 19)
+
+
+def test_a_jpeg_past_the_budget_decodes_reduced_and_a_progressive_one_is_refused(monkeypatch):
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(3))
+    baseline, progressive = jpeg_bytes(photo, quality=95), jpeg_bytes(photo, quality=95, progressive=True)
+    assert not transform._holds_all_coefficients(baseline) and transform._holds_all_coefficients(progressive)
+    exact = transform.prepare(baseline, 64, fast=False).pixels
+    # 120,000 pixels; a budget of 40,000 leaves room for 1/2 scale (30,000) and not for the full size.
+    monkeypatch.setattr(transform, "MAX_PIXELS", 40_000)
+    assert transform._jpeg_scale(baseline, 400, 300, 64, fast=False) == 2
+    reduced = transform.prepare(baseline, 64, fast=False)
+    assert (reduced.width, reduced.height) == (400, 300) and psnr(reduced.pixels, exact) > 30
+    with pytest.raises(transform.UnreadableImage, match=r"400x300 pixels; a progressive JPEG decodes at full size"):
+        transform.prepare(progressive, 64)
+    monkeypatch.setattr(transform, "MAX_PIXELS", 1_000)  # 1/8 scale is 50 x 38 = 1,900 pixels
+    with pytest.raises(transform.UnreadableImage, match="even at 1/8 scale"):
+        transform.prepare(baseline, 64)
+
+
+def test_a_png_past_the_budget_is_refused_by_its_header_before_any_pixel_is_decoded(monkeypatch):
+    png = png_bytes(Image.new("RGB", (300, 200), (1, 2, 3)))
+    monkeypatch.setattr(transform, "MAX_PIXELS", 59_999)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(transform.UnreadableImage, match=r"300x200 pixels; not a JPEG that decodes reduced"):
+        transform.prepare(png, 64)
+    assert decoded == []
+
+
+def test_sixteen_bit_grey_is_scaled_in_bands_as_it_was_whole(monkeypatch):
+    """Every 16-bit value v becomes floor(v * 255 / 65535) = v // 257, band after band."""
+    values = np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)
+    monkeypatch.setattr(transform, "_ROWS", 64 * 5)  # bands of 5 rows: 13 of them, the last one short
+    rgb = np.asarray(transform._to_rgb(Image.fromarray(values)))
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 1], (values // 257).astype(np.uint8))
+
+
+def test_only_the_formats_of_the_image_extensions_are_decoded():
+    """PIL picks a decoder by the bytes: an icon or a Photoshop file named .JPEG is refused, not decoded."""
+    for form in ("ICO", "PCX", "SGI"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (9, 8, 7)).save(buffer, form)
+        with pytest.raises(transform.UnreadableImage, match=r"not an image of a format alexctl reads \(JPEG, PNG"):
+            transform.prepare(buffer.getvalue(), 16)
+    for form in ("BMP", "TIFF", "WEBP", "PPM", "GIF"):  # what the image extensions name
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (90, 80, 70)).save(buffer, form)
+        assert transform.prepare(buffer.getvalue(), 16).pixels.shape == (16, 16, 3), form
