@@ -29,6 +29,7 @@ from alexctl.config import (
     AlphaReading,
     Arch,
     CheckpointOptions,
+    DropLayer,
     ModelConfig,
     Pooling,
     TrainConfig,
@@ -115,6 +116,13 @@ def command(
     ),
     dropout: float = typer.Option(
         _M.dropout, "--dropout", metavar="P", rich_help_panel=MODEL, help="Dropout on fc6 and fc7 outputs (4.2)."
+    ),
+    drop_layer: DropLayer = typer.Option(
+        _M.drop_layer,
+        "--drop-layer",
+        rich_help_panel=MODEL,
+        help="Leave out one middle convolutional layer (section 7: about 2 points of top-1 lost); "
+        "the next layer takes its input.",
     ),
     epochs: int = typer.Option(
         _T.epochs,
