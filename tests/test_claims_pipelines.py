@@ -194,3 +194,40 @@ def test_the_figure1_pipeline_is_well_formed(tmp_path):
         ):
             assert flag in line, (flag, line)
     assert " --reach 0.25 " in dry.stdout and '"ReLU=' in dry.stdout and '"tanh=' in dry.stdout
+
+
+def test_figure1_on_the_full_training_set_is_well_formed(tmp_path):
+    """Issue 21: all 45,000 training images (no --subset), LRN off and on, tanh's finer grid in 0.03..0.1."""
+    dry = make("-n", "-f", "pipelines/cifar10-claims.mk", f"OUT={tmp_path}", "figure1-full", "sweep-full")
+    assert dry.returncode == 0, dry.stderr
+    trains = [ln for ln in dry.stdout.replace("\\\n", "").splitlines() if " -m alexctl train " in ln]
+    runs = {ln.split(" train ")[1].split()[0].removeprefix(f"{tmp_path}/full/"): ln for ln in trains}
+    grid = ["0.03", "0.04", "0.05", "0.06", "0.07", "0.08", "0.1"]
+    assert sorted(runs) == sorted(
+        f"{n}/{r}"
+        for n in ("lrn", "nolrn")
+        for r in ["figure1/relu", "figure1/tanh"] + [f"sweep/tanh-{g}" for g in grid]
+    )
+    for name, line in runs.items():
+        assert "--subset" not in line and "--weight-decay 0" in line and "--train-crop center" in line
+        assert (" --lrn " in line) == name.startswith("lrn/") and (" --no-lrn " in line) == name.startswith("nolrn/")
+    assert " --activation tanh --lr 0.05 --epochs 3" in runs["lrn/sweep/tanh-0.05"]
+    assert " --activation relu --lr 0.003 --epochs 10" in runs["nolrn/figure1/relu"]
+    assert dry.stdout.count(" --reach 0.25 ") == 4
+
+
+def test_ablations_pipeline_trains_every_variant_with_its_flags(tmp_path):
+    dry = make("-n", "-f", "pipelines/ablations.mk", f"OUT={tmp_path}")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.replace("\\\n", "").splitlines()
+    flags = {
+        "no-augmentation": "--train-crop center --no-flip",
+        "no-dropout": "--dropout 0",
+        "no-conv3": "--drop-layer conv3",
+        "no-conv4": "--drop-layer conv4",
+        "no-conv5": "--drop-layer conv5",
+        "no-lrn": "--no-lrn",
+    }
+    for variant, flag in flags.items():
+        (line,) = [ln for ln in lines if f" train {tmp_path}/ablations/{variant}/seed0 " in ln]
+        assert line.rstrip().endswith(flag), line
