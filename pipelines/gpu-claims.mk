@@ -1,29 +1,39 @@
 # The paper's claims that need a GPU, each measured and set beside the paper's figure (docs/results.md):
 #   cifar10     section 3.3 on CIFAR-10: test error with and without LRN (paper: 11% and 13%), two seeds each
 #   imagenette  on one Imagenette part, each against the paper's recipe at the same budget, paired by seed:
-#               no LRN (3.3), non-overlapping pooling (3.4), one column at half width (3.2), no PCA lighting
-#               (4.1); ten crops against one (4.1); five models averaged against one (6)
+#               no translations or reflections (4.1) and no dropout (4.2), also on their training curves;
+#               no conv3, no conv4, no conv5 (7); one column at half width (3.2); no LRN (3.3); no PCA
+#               lighting (4.1); non-overlapping pooling (3.4); ten crops against one (4.1); five models
+#               averaged against one (6)
 # into OUT/cifar10.md and OUT/imagenette.md (the tables, with where and when they were measured), their
 # numbers in OUT/*.json, and the full reports (curves, kernels) in OUT/cifar10/ and OUT/imagenette/.
 #
-#   make gpu-claims                              # the parts whose data are here (below)
-#   make -f pipelines/gpu-claims.mk cifar10      # 4 runs x 60 epochs of 45,000 images: ~5 min (estimated)
-#   make -f pipelines/gpu-claims.mk imagenette   # 17 runs x 30 epochs of ~4,240 images: ~10-15 min (estimated)
+# Planned against the GPU time there is: each part's steps (the data; the recipe's runs; one step per claim,
+# its seeds in parallel) go through alexctl.benchmarking.plan (alexctl/benchmarking/gpuclaims.py), the most
+# telling claims first, against BUDGET_S seconds (default 480) of the call; each step runs in its own
+# process, its record written before and after (OUT/plan-P.json, and OUT/plan-P.md: planned and measured
+# seconds, done or owed and why). What does not fit is owed; the next call goes on from OUT.
 #
-# On a lent GPU (device tool; nothing has been measured there yet, so the minutes above are estimates).
-# A call carries at most 64 MiB and runs at most 10 minutes, and the CIFAR-10 tar (16 MB) and an Imagenette
-# part (55 MB) do not travel together: one call per part. Here, first:
+#   make gpu-claims                              # the parts whose data are here (below)
+#   make -f pipelines/gpu-claims.mk cifar10      # data + 2 seed steps (4 runs x 60 epochs of 45,000 images)
+#   make -f pipelines/gpu-claims.mk imagenette   # data + recipe + 11 claim steps (32 runs x 30 epochs of ~4,240
+#                                                # images): about six calls at the estimates below
+#
+# On a lent GPU (device tool; nothing has been measured there yet, so the estimates are guesses).
+# A call carries at most 64 MiB, runs at most 10 minutes and brings back at most 8 files, and the CIFAR-10 tar
+# (16 MB) and an Imagenette part (55 MB) do not travel together: one call per part. Here, first:
 #   pipelines/gpu-prepare.sh                                     # .whl/ (simplejpeg), .data/imagenette-224/
 #   mkdir -p .data/cifar10-jpeg && cp ../shared/data/cifar10-jpeg/train.tar.gz .data/cifar10-jpeg/
-# then one call with carry [".whl", ".data/cifar10-jpeg"] and one with [".whl", ".data/imagenette-224",
-# "out/gpu-claims"], each running (P = cifar10, then imagenette):
+# then calls with carry [".whl", ".data/cifar10-jpeg", "out/gpu-claims"] or [".whl", ".data/imagenette-224",
+# "out/gpu-claims"], each running (P = cifar10 or imagenette):
 #   timeout 560 make -f pipelines/gpu-claims.mk P; r=$?; make -f pipelines/gpu-claims.mk export;
-#   cp out/gpu-claims/*.md out/gpu-claims/*.json out/gpu-claims/work.tar.gz $OUT/; exit $r
-# and copy what comes back into out/gpu-claims/ here. A part stopped by its limit goes on with the same call
-# again: on the warm machine from its checkpoints, on a fresh one from work.tar.gz (its complete runs).
+#   cd out/gpu-claims && cp P.md P.json plan-P.json plan-P.md plan-P.log work.tar.gz $OUT/; exit $r
+# and copy what comes back into out/gpu-claims/ here; the same call again goes on where it stopped: on the
+# warm machine from its checkpoints, on a fresh one from work.tar.gz (the complete runs) and the records.
 #
 # Without CUDA the same targets run a miniature (SCALE=mini: a few hundred images, 1 epoch, width 0.125),
-# which tests/test_claims_pipelines.py runs, so that the command cannot rot between leases.
+# which tests/test_claims_pipelines.py runs (two claims over three calls), so that the command cannot rot
+# between leases.
 #
 # Needs this working tree, the data (.data/ from pipelines/gpu-prepare.sh, else ../shared/data) and a
 # python3 with torch and torchvision: alexctl runs from the tree (PYTHONPATH), and simplejpeg comes from
