@@ -144,10 +144,12 @@ endif
 
 .PHONY: all cifar10 imagenette cifar10-table imagenette-table export
 .DEFAULT_GOAL := all
-# `all` makes the parts whose data are here (one device call carries one of them).
+# `all` makes the parts whose data are here, one after the other, each with its own BUDGET_S (one device call
+# carries one of them: name it).
 PARTS := $(if $(wildcard $(CIFAR)),cifar10) $(if $(wildcard $(PART)),imagenette)
-all: $(PARTS)
+all: | $(SITE_READY)
 	@$(if $(PARTS),,echo "gpu-claims: neither $(CIFAR) nor $(PART) exists: nothing to measure" >&2; exit 2)
+	rc=0; $(foreach p,$(PARTS),$(SELF) $(p) || rc=1;) exit $$rc
 	@$(foreach p,cifar10 imagenette,$(if $(filter $(p),$(PARTS)),echo "gpu-claims: $(OUT)/$(p).md";,\
 	  echo "gpu-claims: $(p) skipped: no data ($(if $(filter cifar10,$(p)),CIFAR=$(CIFAR),PART=$(PART)))";))
 # Several trainings at once: the GPU is far from full with one small net (and make resumes either way).
