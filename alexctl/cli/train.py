@@ -120,9 +120,10 @@ def command(
     drop_layer: DropLayer = typer.Option(
         _M.drop_layer,
         "--drop-layer",
+        metavar="LAYER",
         rich_help_panel=MODEL,
-        help="Leave out one middle convolutional layer (section 7: about 2 points of top-1 lost); "
-        "the next layer takes its input.",
+        help="Leave out conv3, conv4 or conv5 (section 7: about 2 points of top-1 lost); the next "
+        "layer takes its input.",
     ),
     epochs: int = typer.Option(
         _T.epochs,
