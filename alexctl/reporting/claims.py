@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from alexctl.config import ModelConfig, TrainConfig, defaults
 from alexctl.reporting.convergence import Overfitting, Values, overfitting, render_overfitting
 
 
@@ -118,6 +119,7 @@ AVERAGING = PaperFigure(
     top1_errors=(40.7, 38.1),
 )
 IGNORED_SETTINGS = {"seed"}  # what may differ between the seeds of one group
+DEFAULTS = {**defaults(ModelConfig), **defaults(TrainConfig)}
 
 
 def provenance(runs: list) -> str:
@@ -208,8 +210,10 @@ def _classes(run) -> int:
 
 
 def _settings(run) -> dict:
+    """The run's model and training settings; one its config.json lacks (written before the setting existed)
+    has its default, so an older baseline still pairs with a newer variant."""
     config = run.config
-    return {**config.get("model", {}), **config.get("train", {})}
+    return {**DEFAULTS, **config.get("model", {}), **config.get("train", {})}
 
 
 def _seed(run) -> int:

@@ -300,5 +300,10 @@ def test_depth_dropout_and_augmentation_rows_with_the_training_curves():
         "| **+38.50** (+38.00..+39.00, n=2) |" in page
     )
     assert "| no translations or reflections (4.1) | paper vs no aug | 40% | 3.83 | 2.33 | **1.71** (—) |" in page
+    # A baseline trained before --drop-layer existed (no drop_layer in its config.json) is the whole net.
+    for run in base:
+        del run.config["model"]["drop_layer"]
+    again = claims.ablations(base + no_dropout, "paper").claims[0]
+    assert again.paper.claim == "no dropout" and not again.note
     numbers = dropout.to_dict()["overfitting"]
     assert numbers["slower"]["values"] == pytest.approx(o.slower.values) and numbers["threshold"] == 0.40
