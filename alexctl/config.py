@@ -34,6 +34,7 @@ Residency = Literal["auto", "disk", "jpeg", "decoded"]
 LrnImpl = Literal["auto", "reference", "torch", "triton"]
 ConvForm = Literal["auto", "groups", "split", "blockdiag"]
 CropCount = Literal[10, 1]  # test-time patches per image (4.1)
+DropLayer = Literal["none", "conv3", "conv4", "conv5"]
 
 
 def setting(default, *, min=None, max=None, below=None, above=None):
@@ -115,6 +116,12 @@ class ModelConfig(_Validated):
     columns: int = setting(2, min=1, max=2)  # 2: the two-GPU net (3.2); 1: one column with half the kernels
     width: float = setting(1.0, above=0.0)  # multiplies every layer's kernel and unit count (1.0: the paper's)
     dropout: float = setting(paper.DROPOUT, min=0.0, below=1.0)  # on the outputs of fc6 and fc7 (4.2)
+    drop_layer: DropLayer = "none"  # section 7's depth claim: AlexNet without this middle conv layer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.drop_layer != "none" and self.arch != "alexnet":
+            raise UserError(f"--drop-layer {self.drop_layer}: only --arch alexnet has section 7's middle layers.")
 
     @property
     def input_size(self) -> int:

@@ -40,6 +40,7 @@ from alexctl.config import (
     AlphaReading,
     Arch,
     CheckpointOptions,
+    DropLayer,
     ModelConfig,
     Pooling,
     RuntimeOptions,
@@ -145,6 +146,16 @@ Dropout = Annotated[
     float,
     typer.Option("--dropout", metavar="P", rich_help_panel=MODEL, help="Dropout on fc6 and fc7 outputs (4.2)."),
 ]
+DropLayerOption = Annotated[
+    DropLayer,
+    typer.Option(
+        "--drop-layer",
+        metavar="LAYER",
+        rich_help_panel=MODEL,
+        help="Leave out conv3, conv4 or conv5 (section 7: about 2 points of top-1 lost); the next "
+        "layer takes its input.",
+    ),
+]
 Epochs = Annotated[
     int,
     typer.Option(
@@ -243,6 +254,7 @@ def command(
     columns: Columns = _M.columns,
     width: Width = _M.width,
     dropout: Dropout = _M.dropout,
+    drop_layer: DropLayerOption = _M.drop_layer,
     epochs: Epochs = _T.epochs,
     batch_size: BatchSize = _T.batch_size,
     lr: Lr = _T.lr,

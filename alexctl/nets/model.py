@@ -36,6 +36,13 @@ OWN_COLUMN_ONLY = (False, True, False, True, True)
 # floor((228 - 11) / 4) + 1 = 55 and let every later map match the paper (27, 13, 6). We keep 224 rather
 # than the other fix, a 227 input without padding, because 224 is the crop size of section 4.1 (random
 # training patches and the ten test patches) that the data pipeline uses everywhere.
+# Section 7: "removing any of the middle layers results in a loss of about 2% for the top-1 performance".
+# ModelConfig.drop_layer removes one of them and leaves every other layer as it was, its kernels and what it
+# sees included: the next layer takes the maps the removed one took (its input channels change), and fc6 sees
+# pool5 of whatever layer is last. So without conv3 (the one layer that sees both columns) the columns meet
+# only at fc6, and without conv5 pool5 holds conv4's 384 maps, fc6 6 x 6 x 384 inputs. Parameter counts at
+# 1000 classes (60,965,224 for the paper's net): without conv3 59,858,920, conv4 60,301,288, conv5 79,396,968.
+MIDDLE_LAYERS = ("conv3", "conv4", "conv5")
 INPUT_SIZE = CROP_SIZE  # 224
 POOL5_SIZE = 6  # 55 -> 27 -> 13 -> 6 after the three max-pools, overlapping or plain
 
@@ -129,10 +136,11 @@ class AlexNet(nn.Module):
         kernels = [_scaled(n, config.width, columns) for n in (CONV_KERNELS if columns == 2 else ONE_COLUMN_KERNELS)]
         self.hidden_units = _scaled(FC_UNITS, config.width, columns)
         self.split = devices is not None and len(devices) == 2
+        self.middle = tuple(name for name in MIDDLE_LAYERS if name != config.drop_layer)
         if self.split:
-            self.columns = nn.ModuleList(_Column(kernels, self.hidden_units, columns, 1) for _ in devices)
+            self.columns = nn.ModuleList(_Column(kernels, self.hidden_units, columns, 1, self.middle) for _ in devices)
         else:
-            _add_column_layers(self, kernels, self.hidden_units, columns, columns)
+            _add_column_layers(self, kernels, self.hidden_units, columns, columns, self.middle)
         self.fc8 = nn.Linear(self.hidden_units, num_classes)  # logits; the softmax is in the loss
         self.act = _activation(config)
         # With the two-device layout each column normalises its own maps (groups=1 on each device).
@@ -170,7 +178,9 @@ class AlexNet(nn.Module):
         devices = [c.conv1.weight.device for c in cols]
         xs = [x.to(d) for d in devices]  # every column sees the whole image
         xs = [self._conv1_2(c, xi) for c, xi in zip(cols, xs)]
-        xs = [self._conv3_5(c, xi) for c, xi in zip(cols, _exchange(xs, devices))]  # conv3 sees both columns
+        if "conv3" in self.middle:
+            xs = _exchange(xs, devices)  # conv3 sees both columns
+        xs = [self._conv3_5(c, xi) for c, xi in zip(cols, xs)]
         xs = [self._hidden(c.fc6, xi, dropout) for c, xi in zip(cols, _exchange(xs, devices))]
         xs = [self._hidden(c.fc7, xi, dropout) for c, xi in zip(cols, _exchange(xs, devices))]
         return _exchange(xs, [self.fc8.weight.device])[0]
@@ -180,8 +190,9 @@ class AlexNet(nn.Module):
         return self.pool(self.lrn(self.act(c.conv2(x))))  # (N, 256, 27, 27) -> (N, 256, 13, 13)
 
     def _conv3_5(self, c: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(c.conv4(self.act(c.conv3(x))))  # (N, 384, 13, 13)
-        return torch.flatten(self.pool(self.act(c.conv5(x))), 1)  # (N, 256, 6, 6) -> (N, 9216)
+        for name in self.middle:  # conv3 (N, 384, 13, 13), conv4 (N, 384, 13, 13), conv5 (N, 256, 13, 13)
+            x = self.act(getattr(c, name)(x))
+        return torch.flatten(self.pool(x), 1)  # (N, 256, 6, 6) -> (N, 9216)
 
     def _hidden(self, fc: nn.Linear, x: torch.Tensor, dropout: bool) -> torch.Tensor:
         x = self.act(fc(x))
@@ -191,16 +202,21 @@ class AlexNet(nn.Module):
 class _Column(nn.Module):
     """One GPU's half of conv1..conv5, fc6 and fc7 in the two-device layout."""
 
-    def __init__(self, kernels: list[int], units: int, columns: int, owned: int) -> None:
+    def __init__(self, kernels: list[int], units: int, columns: int, owned: int, middle: tuple[str, ...]) -> None:
         super().__init__()
-        _add_column_layers(self, kernels, units, columns, owned)
+        _add_column_layers(self, kernels, units, columns, owned, middle)
 
 
-def _add_column_layers(module: nn.Module, kernels: list[int], units: int, columns: int, owned: int) -> None:
-    """Give `module` conv1..conv5, fc6, fc7 for `owned` of the net's `columns` columns: owned == columns is
-    the whole net on one device (grouped), owned == 1 of 2 is one GPU's half (plain layers)."""
+def _add_column_layers(
+    module: nn.Module, kernels: list[int], units: int, columns: int, owned: int, middle: tuple[str, ...]
+) -> None:
+    """Give `module` conv1, conv2, the `middle` ones of conv3..conv5, fc6, fc7 for `owned` of the net's
+    `columns` columns: owned == columns is the whole net on one device (grouped), owned == 1 of 2 is one
+    GPU's half (plain layers). A middle layer left out passes its input maps on to the next layer."""
     in_maps = 3
     for i, (out_maps, (size, stride, pad), own_only) in enumerate(zip(kernels, CONV_GEOMETRY, OWN_COLUMN_ONLY), 1):
+        if i > 2 and f"conv{i}" not in middle:
+            continue
         seen = in_maps // columns * owned if own_only else in_maps
         groups = owned if own_only else 1
         conv = ColumnConv2d if groups == 2 else nn.Conv2d  # the grouped ones: a form chosen by measurement

@@ -1,11 +1,12 @@
 """The paper's claims, measured from run directories and set beside the paper's own figures.
 
-    figure1(runs, reach)       Figure 1 (3.1): the epochs each run needs to reach a training error, and how
-                               many times the fastest run's that is
-    ablations(runs, baseline)  sections 3.2-4.1 and 6: each group of runs (runs sharing a LABEL) against the
-                               baseline group, the difference in error paired by seed; ten crops against one
-                               on the baseline's runs; an ensemble against its members
-    render_figure1, render_ablations: Markdown tables in the form docs/results.md takes
+    ablations(runs, baseline)  sections 3.2-4.2, 6 and 7: each group of runs (runs sharing a LABEL) against
+                               the baseline group, the difference in error paired by seed; for the claims
+                               about overfitting (4.1, 4.2) also the training curves (alexctl.reporting.
+                               convergence); ten crops against one on the baseline's runs; an ensemble
+                               against its members
+    render_ablations: the Markdown tables in the form docs/results.md takes
+    (Figure 1, 3.1, the epochs to a training error: alexctl.reporting.convergence)
 
 Everything is read from the runs' own files (metrics.jsonl, config.json, eval/*.json); alexctl.reporting.report
 loads them (report.Run) and calls this module. Errors and differences are fractions of a held-out split;
@@ -15,10 +16,10 @@ costs accuracy, as removing a part of the paper's recipe should).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
+from alexctl.config import ModelConfig, TrainConfig, defaults
+from alexctl.reporting.convergence import Overfitting, Values, overfitting, render_overfitting
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,27 @@ class PaperFigure:
     top5: float | None
     says: str  # the paper's words and data set
     over: bool = False  # the paper says "over" the figure
+    about: bool = False  # the paper says "about" the figure
     top1_errors: tuple[float, float] | None = None  # the paper's own top-1 errors (baseline, variant), in %
+    overfits: bool = False  # a claim about overfitting: the training curves are measured too
+    slower: float | None = None  # the paper's factor of epochs to converge, the recipe's over the variant's
+
+
+def change(arch: str, **settings) -> tuple[str, frozenset]:
+    """ABLATIONS' key: the architecture and the settings in which the variant differs from the recipe."""
+    return arch, frozenset(settings.items())
+
+
+MIDDLE_LAYER = "removing any of the middle convolutional layers costs about 2 points of top-1 error (ILSVRC-2012 val)"
 
 
 # The paper's figures (docs: /work/shared/spec/alexnet.md), for the variant that removes the part of the recipe.
-# Keyed by (arch, setting, the variant's value); the baseline is the paper's recipe.
-ABLATIONS: dict[tuple[str, str, object], PaperFigure] = {
-    ("alexnet", "lrn", False): PaperFigure(
+# Keyed by change(arch, setting=the variant's value, ...); the baseline is the paper's recipe.
+ABLATIONS: dict[tuple[str, frozenset], PaperFigure] = {
+    change("alexnet", lrn=False): PaperFigure(
         "no LRN", "3.3", 1.4, 1.2, "response normalisation cuts top-1 / top-5 error by 1.4 / 1.2 points (ILSVRC)"
     ),
-    ("cifar", "lrn", False): PaperFigure(
+    change("cifar", lrn=False): PaperFigure(
         "no LRN",
         "3.3",
         2.0,
@@ -49,27 +61,50 @@ ABLATIONS: dict[tuple[str, str, object], PaperFigure] = {
         "CIFAR-10 test error: 13% without response normalisation, 11% with it",
         top1_errors=(11, 13),
     ),
-    ("alexnet", "pooling", "plain"): PaperFigure(
+    change("alexnet", pooling="plain"): PaperFigure(
         "non-overlapping pooling (z = s = 2)",
         "3.4",
         0.4,
         0.3,
         "overlapping pooling (z = 3, s = 2) cuts top-1 / top-5 error by 0.4 / 0.3 points (ILSVRC)",
     ),
-    ("alexnet", "columns", 1): PaperFigure(
+    change("alexnet", columns=1): PaperFigure(
         "one column at half width",
         "3.2",
         1.7,
         1.2,
         "two columns cut top-1 / top-5 error by 1.7 / 1.2 points against one with half the kernels (ILSVRC)",
     ),
-    ("alexnet", "lighting_std", 0.0): PaperFigure(
+    change("alexnet", lighting_std=0.0): PaperFigure(
         "no PCA lighting",
         "4.1",
         1.0,
         None,
         "PCA colour augmentation cuts top-1 error by over 1 point (ILSVRC)",
         over=True,
+    ),
+    **{
+        change("alexnet", drop_layer=layer): PaperFigure(f"no {layer}", "7", 2.0, None, MIDDLE_LAYER, about=True)
+        for layer in ("conv3", "conv4", "conv5")
+    },
+    change("alexnet", dropout=0.0): PaperFigure(
+        "no dropout",
+        "4.2",
+        None,
+        None,
+        '"without dropout, our network exhibits substantial overfitting. Dropout roughly doubles the number '
+        'of iterations required to converge" (ILSVRC)',
+        overfits=True,
+        slower=2.0,
+    ),
+    change("alexnet", train_crop="center", flip=False): PaperFigure(
+        "no translations or reflections",
+        "4.1",
+        None,
+        None,
+        '"without this scheme [random 224x224 patches and their reflections], our network suffers from '
+        'substantial overfitting" (ILSVRC)',
+        overfits=True,
     ),
 }
 TEN_CROPS = PaperFigure(
@@ -83,9 +118,8 @@ AVERAGING = PaperFigure(
     "ILSVRC-2012 val: 1 CNN 40.7% / 18.2%, the average of 5 CNNs 38.1% / 16.4%",
     top1_errors=(40.7, 38.1),
 )
-FIGURE1_SPEEDUP = 6.0  # 3.1, Figure 1: ReLUs reach 25% training error six times faster than tanh units
-FIGURE1_REACH = 0.25
 IGNORED_SETTINGS = {"seed"}  # what may differ between the seeds of one group
+DEFAULTS = {**defaults(ModelConfig), **defaults(TrainConfig)}
 
 
 def provenance(runs: list) -> str:
@@ -105,167 +139,7 @@ def provenance(runs: list) -> str:
     )
 
 
-# ---------------------------------------------------------------- Figure 1 (3.1)
-
-
-@dataclass
-class Speed:
-    """One run's way down to a training error: Figure 1's measure."""
-
-    label: str
-    activation: str
-    lr: float | None
-    epochs: int  # epochs trained
-    reach_epoch: int | None  # the first epoch whose training error is at most the requested `reach`
-    epoch: int | None  # the first epoch at most `threshold` (the table's measure)
-    crossing: float | None  # where the curve crosses `threshold`, linear between the per-epoch points
-    lowest: float  # the lowest training error of any epoch
-    lowest_epoch: int
-    errors: list[float]  # the training error of each epoch, 1..epochs
-    times: float | None = None  # epoch / the fastest run's epoch
-    times_crossing: float | None = None
-
-
-@dataclass
-class Figure1:
-    reach: float  # the training error asked for (Figure 1: 25%)
-    threshold: float  # the one the table measures: reach, or the lowest whole percent every run reaches
-    runs: list[Speed]
-
-    @property
-    def common_epoch(self) -> int:
-        """The last epoch every run has: where their training errors compare directly (a probe's measure)."""
-        return min((s.epochs for s in self.runs), default=0)
-
-    @property
-    def lowered(self) -> bool:
-        return self.threshold != self.reach
-
-
-def figure1(runs: list, reach: float) -> Figure1:
-    """Each training run (report.Run with metrics rows) on its way to `reach`. If a run never gets there,
-    the threshold becomes the lowest whole percent that every run reaches, and the table says so."""
-    curves = [r for r in runs if r.rows]
-    lowest_of_all = max((min(row["train_top1_error"] for row in r.rows) for r in curves), default=reach)
-    threshold = reach if lowest_of_all <= reach else math.ceil(round(lowest_of_all * 100, 9)) / 100
-    speeds = [_speed(run, reach, threshold) for run in curves]
-    fastest = min((s.epoch for s in speeds if s.epoch is not None), default=None)
-    fastest_crossing = min((s.crossing for s in speeds if s.crossing is not None), default=None)
-    for s in speeds:
-        s.times = s.epoch / fastest if fastest and s.epoch is not None else None
-        s.times_crossing = s.crossing / fastest_crossing if fastest_crossing and s.crossing is not None else None
-    return Figure1(reach, threshold, speeds)
-
-
-def _speed(run, reach: float, threshold: float) -> Speed:
-    errors = [row["train_top1_error"] for row in run.rows]
-    epochs = [row["epoch"] for row in run.rows]
-    classes = run.config.get("data", {}).get("classes")
-    chance = 1 - 1 / classes if classes else None
-    low = int(np.argmin(errors))
-    return Speed(
-        run.label,
-        run.config.get("model", {}).get("activation", "?"),
-        run.config.get("train", {}).get("lr"),
-        len(errors),
-        first_epoch_at_most(epochs, errors, reach),
-        first_epoch_at_most(epochs, errors, threshold),
-        crossing(epochs, errors, threshold, chance),
-        errors[low],
-        epochs[low],
-        errors,
-    )
-
-
-def first_epoch_at_most(epochs: list[int], errors: list[float], error: float) -> int | None:
-    return next((e for e, err in zip(epochs, errors) if err <= error), None)
-
-
-def crossing(epochs: list[int], errors: list[float], error: float, chance: float | None) -> float | None:
-    """The epoch where the training-error curve first comes down to `error`, linear between the per-epoch
-    points (and from chance at epoch 0, where known): a finer measure than the first whole epoch."""
-    points = ([(0, chance)] if chance is not None and chance > error else []) + list(zip(epochs, errors))
-    for (e0, a), (e1, b) in zip([(None, None)] + points, points):
-        if b <= error:
-            return float(e1) if e0 is None or a <= error else e0 + (a - error) / (a - b) * (e1 - e0)
-    return None
-
-
-def render_figure1(fig: Figure1) -> str:
-    t, r = f"{fig.threshold:.0%}", f"{fig.reach:.0%}"
-    header = ["run", "activation", "learning rate", "epochs trained", f"first epoch at <= {r} training error"]
-    if fig.lowered:
-        header.append(f"first epoch at <= {t}")
-    header += [
-        f"crossing {t} (interpolated)",
-        "x the fastest (first epoch)",
-        "x the fastest (interpolated)",
-        f"training error at epoch {fig.common_epoch}",
-        "lowest training error (epoch)",
-    ]
-    lines = [f"## Figure 1: epochs to {t} training error", ""]
-    if fig.lowered:
-        missed = ", ".join(s.label for s in fig.runs if s.reach_epoch is None)
-        lines += [
-            f"**{r} was not reached** within the epochs trained by: {missed}. The table measures the epochs "
-            f"to {t}, the lowest whole percent of training error that every run reaches.",
-            "",
-        ]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for s in fig.runs:
-        cells = [s.label, s.activation, "—" if s.lr is None else f"{s.lr:g}", str(s.epochs), _epoch(s.reach_epoch, s)]
-        if fig.lowered:
-            cells.append(_epoch(s.epoch, s))
-        cells += [
-            "—" if s.crossing is None else f"{s.crossing:.2f}",
-            _times(s.times),
-            _times(s.times_crossing),
-            f"{s.errors[fig.common_epoch - 1]:.2%}",
-            f"{s.lowest:.2%} ({s.lowest_epoch})",
-        ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines += [
-        "",
-        f"Training error: the running top-1 error over each epoch's training batches (`train_top1_error` "
-        f"in metrics.jsonl). The paper (Figure 1): ReLUs reach 25% {FIGURE1_SPEEDUP:g} times faster than "
-        "tanh units, each net at the learning rate that makes it fastest. Interpolated: linear between the "
-        "per-epoch points, from chance at epoch 0.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _epoch(epoch: int | None, s: Speed) -> str:
-    return str(epoch) if epoch is not None else f"not within {s.epochs}"
-
-
-def _times(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}"
-
-
-# ---------------------------------------------------------------- ablations (3.2-4.1, 6)
-
-
-@dataclass
-class Values:
-    """One number per seed (or per member), in error fractions or differences of them."""
-
-    values: list[float]
-    seeds: list[int]
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values))
-
-    def summary(self) -> dict:
-        return {
-            "mean": self.mean,
-            "min": min(self.values),
-            "max": max(self.values),
-            "n": len(self.values),
-            "values": self.values,
-            "seeds": self.seeds,
-        }
+# ---------------------------------------------------------------- ablations (3.2-4.2, 6, 7)
 
 
 @dataclass
@@ -281,6 +155,7 @@ class Claim:
     paired: bool  # the differences are per seed (else: the variant's minus the baseline's mean)
     note: str = ""
     claim: str = ""
+    overfitting: Overfitting | None = None  # the training curves, for a claim about overfitting (4.1, 4.2)
 
     def to_dict(self) -> dict:
         return {
@@ -294,6 +169,7 @@ class Claim:
             "note": self.note,
             "errors": {k: {"baseline": b.summary(), "variant": v.summary()} for k, (b, v) in self.errors.items()},
             "difference": {k: d.summary() for k, d in self.difference.items()},
+            "overfitting": self.overfitting.to_dict() if self.overfitting else None,
         }
 
 
@@ -334,8 +210,10 @@ def _classes(run) -> int:
 
 
 def _settings(run) -> dict:
+    """The run's model and training settings; one its config.json lacks (written before the setting existed)
+    has its default, so an older baseline still pairs with a newer variant."""
     config = run.config
-    return {**config.get("model", {}), **config.get("train", {})}
+    return {**DEFAULTS, **config.get("model", {}), **config.get("train", {})}
 
 
 def _seed(run) -> int:
@@ -363,12 +241,12 @@ def _ablation(base: list, variant: list, base_label: str, label: str, top5: bool
     reference = _settings(base[0])
     changed = {k: v for k, v in _settings(variant[0]).items() if k not in IGNORED_SETTINGS and reference.get(k) != v}
     arch = reference.get("arch", "alexnet")
-    known = [ABLATIONS[(arch, k, v)] for k, v in changed.items() if (arch, k, v) in ABLATIONS]
-    paper = known[0] if len(known) == 1 else PaperFigure(label, "—", None, None, "no figure for this change")
+    known = ABLATIONS.get(change(arch, **changed))
+    paper = known or PaperFigure(label, "—", None, None, "no figure for this change")
     crops = measure_of(base + variant)
     note = (
         ""
-        if len(changed) == 1
+        if known or len(changed) == 1
         else (
             "differs from the baseline in " + ", ".join(f"{k} = {v!r}" for k, v in changed.items())
             if changed
@@ -377,6 +255,8 @@ def _ablation(base: list, variant: list, base_label: str, label: str, top5: bool
     )
     claim = _compare(paper, base_label, label, measure_name(crops), base, variant, lambda r: errors_of(r, crops), top5)
     claim.note = "; ".join(filter(None, [note, claim.note]))
+    if paper.overfits:
+        claim.overfitting = overfitting(base, variant, _seed)
     return claim
 
 
@@ -479,13 +359,25 @@ def render_ablations(table: Ablations) -> str:
         for c in table.claims
     ]
     lines += [f"- {n}" for n in table.notes] + [""]
-    return "\n".join(lines)
+    curves = [
+        (
+            f"{c.claim or c.paper.claim} ({c.paper.section})",
+            f"{c.baseline} vs {c.variant}",
+            c.paper.slower,
+            c.overfitting,
+        )
+        for c in table.claims
+        if c.overfitting
+    ]
+    return "\n".join(lines + ([render_overfitting(curves)] if curves else []))
 
 
 def _paper(paper: PaperFigure, key: str) -> str:
-    """The paper's change in error: "+1.40", ">+1.00", "+2.00 (11% -> 13%)"."""
+    """The paper's change in error: "+1.40", ">+1.00", "~+2.00", "+2.00 (11% -> 13%)"."""
     value = getattr(paper, key)
-    cell = (">" if paper.over and value is not None else "") + _points(value)
+    cell = (">" if paper.over and value is not None else "~" if paper.about and value is not None else "") + _points(
+        value
+    )
     if key == "top1" and paper.top1_errors:
         cell += " ({:g}% -> {:g}%)".format(*paper.top1_errors)
     return cell

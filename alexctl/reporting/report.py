@@ -36,7 +36,7 @@ from alexctl.device import Runtime, reading, resolve
 from alexctl.errors import UserError
 from alexctl.inference.core import infer, last_hidden, predict
 from alexctl.nets.build import model_from_checkpoint
-from alexctl.reporting import claims
+from alexctl.reporting import claims, convergence
 from alexctl.reporting import figures as draw
 from alexctl.rundir import Evaluation
 
@@ -86,7 +86,7 @@ def report(
     runs, out = load_runs(run_dirs, split), Path(out_dir)
     if any(out.resolve() == run.path.resolve() for run in runs):
         raise UserError(f"--out {out} is one of the run directories; write the report elsewhere.")
-    figure1 = claims.figure1(runs, reach) if reach is not None and any(r.rows for r in runs) else None
+    figure1 = convergence.figure1(runs, reach) if reach is not None and any(r.rows for r in runs) else None
     try:
         ablations = claims.ablations(runs, baseline) if baseline is not None else None
     except ValueError as e:
@@ -188,11 +188,11 @@ def report(
 
 
 def _write_claims(
-    out: Path, runs: list[Run], figure1: claims.Figure1 | None, ablations: claims.Ablations | None
+    out: Path, runs: list[Run], figure1: convergence.Figure1 | None, ablations: claims.Ablations | None
 ) -> str:
     """claims.md (the tables alone, in the form docs/results.md takes) and claims.json (their numbers);
     returns the Markdown, or removes what an earlier report left when there is nothing to write."""
-    parts = ([claims.render_figure1(figure1)] if figure1 else []) + (
+    parts = ([convergence.render_figure1(figure1)] if figure1 else []) + (
         [claims.render_ablations(ablations)] if ablations else []
     )
     if not parts:
@@ -498,7 +498,7 @@ def render_markdown(
 
 def first_epoch_reaching(rows: list[dict], error: float) -> str:
     """The first epoch whose training top-1 error is at most `error` (Figure 1's measure), as a table cell."""
-    first = claims.first_epoch_at_most(
+    first = convergence.first_epoch_at_most(
         [r["epoch"] for r in rows], [r.get("train_top1_error", 1.0) for r in rows], error
     )
     return str(first) if first is not None else (f"not within {len(rows)}" if rows else "—")

@@ -10,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexctl import checkpoint, rundir
 from alexctl.config import ModelConfig
+from alexctl.errors import UserError
+from alexctl.nets.build import model_from_checkpoint
 from alexctl.nets.model import AlexNet, CifarNet, LocalResponseNorm, build_model, count_parameters
 
 SMALL = ModelConfig(width=0.25)  # conv 24-64-96-96-64, fc 1024: fast on a CPU
@@ -436,3 +439,102 @@ def test_cuda_two_column_layout_on_one_device_computes_the_same_function():
     for name, grad in g1.items():
         assert grad.abs().max() > 0, name
         torch.testing.assert_close(g2[name], grad, rtol=1e-7, atol=1e-7 * grad.abs().max().item(), msg=name)
+
+
+# ---------------------------------------------------------------- depth (section 7)
+
+# The paper's net without each middle layer, at 1000 classes (docs/paper.md): the removed layer's parameters
+# go, the next layer sees the maps the removed one saw, and without conv5 fc6 sees pool5 of conv4's 384 maps.
+PAPER_CONV3 = 384 * 256 * 3 * 3 + 384  # 885,120
+PAPER_CONV4 = 384 * 192 * 3 * 3 + 384  # 663,936
+PAPER_CONV5 = 256 * 192 * 3 * 3 + 256  # 442,624
+PAPER_FC6 = 4096 * 256 * 6 * 6 + 4096  # 37,752,832
+DROPPED_PARAMETERS = {
+    # conv4 now sees its column's 128 conv2 maps, not conv3's 192
+    "conv3": 60_965_224 - PAPER_CONV3 - PAPER_CONV4 + (384 * 128 * 3 * 3 + 384),
+    "conv4": 60_965_224 - PAPER_CONV4,  # conv5 sees its column's 192 conv3 maps, as before
+    "conv5": 60_965_224 - PAPER_CONV5 - PAPER_FC6 + (4096 * 384 * 6 * 6 + 4096),  # fc6 over 384 * 6 * 6
+}
+
+
+@pytest.mark.parametrize("dropped", ["conv3", "conv4", "conv5"])
+def test_a_net_without_a_middle_layer_keeps_the_rest_consistent(dropped):
+    net = AlexNet(config=ModelConfig(drop_layer=dropped))
+    assert count_parameters(net) == DROPPED_PARAMETERS[dropped]
+    assert DROPPED_PARAMETERS == {"conv3": 59_858_920, "conv4": 60_301_288, "conv5": 79_396_968}
+    state = net.state_dict()
+    assert [k for k in state if k.endswith(".weight")] == [
+        f"{name}.weight" for name in CANONICAL_LAYERS if name != dropped
+    ]
+    shapes = {n: tuple(state[f"{n}.weight"].shape) for n in ("conv3", "conv4", "conv5", "fc6") if n != dropped}
+    expected = {
+        "conv3": {"conv4": (384, 128, 3, 3), "conv5": (256, 192, 3, 3), "fc6": (4096, 9216)},
+        "conv4": {"conv3": (384, 256, 3, 3), "conv5": (256, 192, 3, 3), "fc6": (4096, 9216)},
+        "conv5": {"conv3": (384, 256, 3, 3), "conv4": (384, 192, 3, 3), "fc6": (4096, 13824)},
+    }[dropped]
+    assert shapes == expected
+    # Section 5's biases of 1 stay on the layers that had them.
+    assert all(state[f"{name}.bias"].eq(1).all() for name in ("conv4", "conv5", "fc6") if name != dropped)
+
+
+def test_without_conv3_the_columns_meet_only_at_fc6():
+    torch.manual_seed(3)
+    config = ModelConfig(width=0.25, drop_layer="conv3")
+    net = AlexNet(10, None, config).eval()
+    grouped = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 2]
+    assert grouped == ["conv2", "conv4", "conv5"]
+    # Column 1's half of pool5 does not move when column 0's conv2 kernels change: no conv sees both columns.
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        before = net._conv3_5(net, net._conv1_2(net, x))
+        net.conv2.weight[:32].normal_()
+        after = net._conv3_5(net, net._conv1_2(net, x))
+    half = before.shape[1] // 2
+    assert torch.equal(after[:, half:], before[:, half:]) and not torch.equal(after[:, :half], before[:, :half])
+
+
+@pytest.mark.parametrize("dropped", ["conv3", "conv5"])
+def test_two_device_layout_without_a_middle_layer_computes_the_same_function(dropped):
+    torch.manual_seed(4)
+    config = ModelConfig(width=0.25, drop_layer=dropped)
+    one, two = AlexNet(10, None, config).eval(), AlexNet(10, ["cpu", "cpu"], config).eval()
+    two.load_state_dict(one.state_dict())
+    assert not hasattr(two.columns[0], dropped) and not hasattr(one, dropped)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(two(x), one(x), rtol=1e-5, atol=1e-6)
+    assert [k for k in two.state_dict()] == [k for k in one.state_dict()]
+
+
+def test_a_checkpoint_without_a_middle_layer_rebuilds_itself(tmp_path):
+    torch.manual_seed(7)
+    config = ModelConfig(width=0.125, drop_layer="conv4", columns=1)
+    net = AlexNet(5, None, config).eval()
+    record = checkpoint.weights(
+        net,
+        config,
+        classes=list("abcde"),
+        class_names=list("ABCDE"),
+        mean_image=torch.zeros(3, 256, 256),
+        data={"dir": "/d", "image_size": 256},
+        epoch=1,
+        val=None,
+    )
+    rundir.save_torch(tmp_path / "best.pt", record)
+    loaded = checkpoint.load_weights(tmp_path / "best.pt")
+    assert loaded["model_config"]["drop_layer"] == "conv4"
+    again = model_from_checkpoint(loaded).eval()
+    assert again.middle == ("conv3", "conv5")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x))
+    # A checkpoint from before the option (no drop_layer in its config) is the whole net.
+    del loaded["model_config"]["drop_layer"]
+    assert checkpoint.model_config_of(loaded).drop_layer == "none"
+
+
+def test_drop_layer_is_alexnets_alone():
+    with pytest.raises(UserError, match="--drop-layer conv3: only --arch alexnet"):
+        ModelConfig(arch="cifar", drop_layer="conv3")
+    with pytest.raises(UserError, match="--drop-layer 'conv6' is not one of none, conv3, conv4, conv5"):
+        ModelConfig(drop_layer="conv6")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alexctl.reporting import claims, figures
+from alexctl.reporting import claims, convergence, figures
 from alexctl.reporting.report import Run
 
 from helpers import invoke, json_output
@@ -29,19 +29,35 @@ def _curve(label: str, activation: str, lr: float, errors: list[float], classes:
     return Run(Path(label), "train", rows, config, name=label, label=label)
 
 
-def _trained(label: str, seed: int, top1: dict[int, float], *, classes: int = 10, **settings) -> Run:
+TRAIN_SETTINGS = ("lighting_std", "epochs", "train_crop", "flip")
+
+
+def _trained(
+    label: str,
+    seed: int,
+    top1: dict[int, float],
+    *,
+    classes: int = 10,
+    curve: tuple[list[float], list[float]] = ([], []),
+    **settings,
+) -> Run:
     """A training run of the paper's net (with `settings` changed) whose eval files hold top1[crops]
-    (top-5: a third of it)."""
-    model = {"arch": "alexnet", "lrn": True, "pooling": "overlapping", "columns": 2, **settings}
-    train = {"epochs": 30, "lr": 0.01, "lighting_std": 0.1, "seed": seed}
+    (top-5: a third of it), and whose metrics rows hold curve's (training errors, validation errors)."""
+    model = {"arch": "alexnet", "lrn": True, "pooling": "overlapping", "columns": 2, "dropout": 0.5, **settings}
+    model.setdefault("drop_layer", "none")
+    train = {"epochs": 30, "lr": 0.01, "lighting_std": 0.1, "train_crop": "random", "flip": True, "seed": seed}
     for key in list(model):
-        if key in ("lighting_std", "epochs"):
+        if key in TRAIN_SETTINGS:
             train[key] = model.pop(key)
     evals = {c: {"top1_error": e, "top5_error": e / 3} for c, e in top1.items()}
+    rows = [
+        {"epoch": e, "train_top1_error": t, "val_top1_error": v, "val_top5_error": v / 3}
+        for e, (t, v) in enumerate(zip(*curve), 1)
+    ]
     return Run(
         Path(f"{label}-{seed}"),
         "train",
-        [],
+        rows,
         {"model": model, "train": train, "data": {"classes": classes}},
         evals,
         name=f"{label}-{seed}",
@@ -55,7 +71,7 @@ def _trained(label: str, seed: int, top1: dict[int, float], *, classes: int = 10
 def test_figure1_counts_epochs_to_the_threshold_and_the_ratio_to_the_fastest():
     relu = _curve("ReLU", "relu", 0.003, [0.6, 0.4, 0.24, 0.1])
     tanh = _curve("tanh", "tanh", 0.01, [0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.28, 0.27, 0.26, 0.25, 0.2])
-    fig = claims.figure1([relu, tanh], 0.25)
+    fig = convergence.figure1([relu, tanh], 0.25)
     assert fig.threshold == 0.25 and not fig.lowered
     r, t = fig.runs
     assert (r.epoch, t.epoch, r.reach_epoch, t.reach_epoch) == (3, 11, 3, 11)
@@ -65,7 +81,7 @@ def test_figure1_counts_epochs_to_the_threshold_and_the_ratio_to_the_fastest():
     assert t.times_crossing == pytest.approx(11 / r.crossing)
     assert (r.lowest, r.lowest_epoch, t.lowest, t.lowest_epoch) == (0.1, 4, 0.2, 12)
     assert (r.activation, r.lr, t.epochs) == ("relu", 0.003, 12)
-    page = claims.render_figure1(fig)
+    page = convergence.render_figure1(fig)
     assert fig.common_epoch == 4  # the errors compared at the last epoch both have: a probe's measure
     assert "| ReLU | relu | 0.003 | 4 | 3 | 2.94 | 1.00 | 1.00 | 10.00% | 10.00% (4) |" in page
     assert "| tanh | tanh | 0.01 | 12 | 11 | 11.00 | 3.67 | 3.74 | 50.00% | 20.00% (12) |" in page
@@ -75,17 +91,17 @@ def test_figure1_counts_epochs_to_the_threshold_and_the_ratio_to_the_fastest():
 def test_figure1_lowers_the_threshold_to_the_lowest_whole_percent_every_run_reaches():
     relu = _curve("ReLU", "relu", 0.003, [0.5, 0.3, 0.2])
     tanh = _curve("tanh", "tanh", 0.01, [0.8, 0.5, 0.4, 0.312, 0.33])
-    fig = claims.figure1([relu, tanh], 0.25)
+    fig = convergence.figure1([relu, tanh], 0.25)
     assert fig.lowered and fig.threshold == 0.32 and fig.reach == 0.25
     r, t = fig.runs
     assert (r.reach_epoch, r.epoch, t.reach_epoch, t.epoch) == (3, 2, None, 4)
     assert r.times == 1.0 and t.times == 2.0
-    page = claims.render_figure1(fig)
+    page = convergence.render_figure1(fig)
     assert page.startswith("## Figure 1: epochs to 32% training error")
     assert "**25% was not reached** within the epochs trained by: tanh." in page
     assert "| tanh | tanh | 0.01 | 5 | not within 5 | 4 |" in page
     # A threshold that is itself a whole percent stays (no rounding up past it).
-    assert claims.figure1([_curve("a", "relu", 0.1, [0.5, 0.31])], 0.25).threshold == 0.31
+    assert convergence.figure1([_curve("a", "relu", 0.1, [0.5, 0.31])], 0.25).threshold == 0.31
 
 
 def test_the_figure1_plot_draws_relu_solid_and_tanh_dashed_from_chance():
@@ -101,9 +117,9 @@ def test_the_figure1_plot_draws_relu_solid_and_tanh_dashed_from_chance():
 
 
 def test_crossing_starts_from_chance_at_epoch_zero():
-    assert claims.crossing([1, 2], [0.5, 0.2], 0.7, chance=0.9) == pytest.approx(0.5)  # from (0, 90%) to (1, 50%)
-    assert claims.crossing([1, 2], [0.5, 0.2], 0.7, chance=None) == 1.0
-    assert claims.crossing([1, 2], [0.5, 0.4], 0.3, chance=0.9) is None
+    assert convergence.crossing([1, 2], [0.5, 0.2], 0.7, chance=0.9) == pytest.approx(0.5)  # from (0, 90%) to (1, 50%)
+    assert convergence.crossing([1, 2], [0.5, 0.2], 0.7, chance=None) == 1.0
+    assert convergence.crossing([1, 2], [0.5, 0.4], 0.3, chance=0.9) is None
 
 
 def test_figure1_table_and_plot_through_the_report_command(two_runs, tmp_path):
@@ -157,7 +173,10 @@ def test_each_group_against_the_baseline_paired_by_seed_with_the_papers_figure()
         "ten crops against one",
     ]
     lrn, pool, other, crops = table.claims
-    assert lrn.paper is claims.ABLATIONS[("alexnet", "lrn", False)] and (lrn.paper.top1, lrn.paper.top5) == (1.4, 1.2)
+    assert lrn.paper is claims.ABLATIONS[claims.change("alexnet", lrn=False)] and (lrn.paper.top1, lrn.paper.top5) == (
+        1.4,
+        1.2,
+    )
     assert lrn.paired and lrn.measure == "10-crop"
     assert lrn.difference["top1"].values == pytest.approx([0.31 - 0.28, 0.33 - 0.29]) and lrn.difference[
         "top1"
@@ -243,3 +262,48 @@ def test_baseline_through_the_report_command(two_runs, tmp_path):
     assert "## The paper's claims against `base`" in (out / "report.md").read_text()
     missing = invoke("report", f"base={two_runs[0]}", "--baseline", "nope", "--out", tmp_path / "x")
     assert missing.returncode == 2 and "--baseline 'nope'" in missing.stderr and not (tmp_path / "x").exists()
+
+
+def test_depth_dropout_and_augmentation_rows_with_the_training_curves():
+    curves = {  # (training errors, validation errors) by epoch
+        ("paper", 0): ([0.8, 0.6, 0.45, 0.40], [0.7, 0.5, 0.42, 0.38]),
+        ("paper", 1): ([0.8, 0.6, 0.5, 0.35], [0.7, 0.5, 0.45, 0.36]),
+        ("no dropout", 0): ([0.7, 0.4, 0.2, 0.1], [0.65, 0.5, 0.45, 0.47]),
+        ("no dropout", 1): ([0.7, 0.4, 0.2, 0.1], [0.65, 0.5, 0.45, 0.49]),
+        ("no aug", 0): ([0.75, 0.45, 0.3, 0.2], [0.7, 0.55, 0.5, 0.52]),
+    }
+    base = [_trained("paper", s, {10: 0.30 + s / 50}, curve=curves["paper", s]) for s in (0, 1)]
+    no_conv4 = [_trained("no conv4", s, {10: 0.33 + s / 100}, drop_layer="conv4") for s in (0, 1)]
+    no_dropout = [_trained("no dropout", s, {10: 0.35}, curve=curves["no dropout", s], dropout=0.0) for s in (0, 1)]
+    no_aug = [_trained("no aug", 0, {10: 0.4}, curve=curves["no aug", 0], train_crop="center", flip=False)]
+    table = claims.ablations(base + no_conv4 + no_dropout + no_aug, "paper")
+    depth, dropout, aug = table.claims  # no 1-crop evals: no ten-crop row
+    assert depth.paper is claims.ABLATIONS[claims.change("alexnet", drop_layer="conv4")]
+    assert (depth.paper.section, depth.paper.top1, depth.overfitting) == ("7", 2.0, None)
+    assert depth.difference["top1"].values == pytest.approx([0.03, 0.02])
+    # Two settings change together and the paper names the pair (4.1): no note of a confounded change.
+    assert aug.paper.claim == "no translations or reflections" and not aug.note and aug.paper.overfits
+    o = dropout.overfitting
+    # The lowest whole percent every run of the pair reaches: the baseline's seed 0 ends at 40%.
+    assert o.threshold == 0.40 and o.epoch == 4 and o.paired
+    assert o.epochs[0].values == pytest.approx([4.0, 3 + 0.1 / 0.15]) and o.epochs[1].values == [2.0, 2.0]
+    assert o.slower.values == pytest.approx([2.0, (3 + 0.1 / 0.15) / 2])  # the paper: ~2 (4.2)
+    assert o.gap[0].values == pytest.approx([-0.02, 0.01]) and o.gap[1].values == pytest.approx([0.37, 0.39])
+    assert o.gap_difference.values == pytest.approx([0.39, 0.38])
+    assert aug.overfitting.epochs[1].values == pytest.approx([2 + 0.05 / 0.15]) and aug.overfitting.paired
+    assert aug.overfitting.slower.values == pytest.approx([4.0 / (2 + 0.05 / 0.15)])
+    page = claims.render_ablations(table)
+    assert "| no conv4 (7) | ~+2.00 / — | 10-crop | paper (2) vs no conv4 (2) |" in page
+    assert "| no dropout (4.2) | — / — | 10-crop |" in page and "roughly doubles the number of iterations" in page
+    assert (
+        "| no dropout (4.2) | paper vs no dropout | 40% | 3.83 | 2.00 | **1.92** (~2) | -0.50% (epoch 4) | 38.00% "
+        "| **+38.50** (+38.00..+39.00, n=2) |" in page
+    )
+    assert "| no translations or reflections (4.1) | paper vs no aug | 40% | 3.83 | 2.33 | **1.71** (—) |" in page
+    # A baseline trained before --drop-layer existed (no drop_layer in its config.json) is the whole net.
+    for run in base:
+        del run.config["model"]["drop_layer"]
+    again = claims.ablations(base + no_dropout, "paper").claims[0]
+    assert again.paper.claim == "no dropout" and not again.note
+    numbers = dropout.to_dict()["overfitting"]
+    assert numbers["slower"]["values"] == pytest.approx(o.slower.values) and numbers["threshold"] == 0.40
