@@ -47,6 +47,7 @@ from alexctl.errors import WorkFailed
 from alexctl.inference.core import predict
 from alexctl.metrics import cross_entropy, topk_correct
 from alexctl.nets.build import runtime_model
+from alexctl.nets.kernel_grid import grid_columns
 from alexctl.schedule import parse_schedule
 from alexctl.stop import StopSignals
 from alexctl.training.optim import build_optimizer
@@ -62,6 +63,7 @@ from alexctl.training.resume import (
     summarise,
 )
 from alexctl.training.splits import TrainingData, load_training_data
+from alexctl.training.tensorboard import Board, steps_per_epoch
 
 VAL_BATCH = 256
 
@@ -106,6 +108,12 @@ def train(
         StopSignals() as stop,
         open_source(data.train, **reading(runtime)) as train_source,
         open_source(data.val, **reading(runtime)) as val_source,
+        Board(
+            run.tensorboard,
+            steps_per_epoch=steps_per_epoch(len(data.indices), config.batch_size),
+            columns=grid_columns(model_config.arch, model_config.columns),
+            enabled=runtime.leader,
+        ) as board,
     ):
         saved = saved_state(run)
         if runtime.leader:
@@ -113,6 +121,7 @@ def train(
             log(f"train split: {train_source.reason}; val split: {val_source.reason}")
         state = resume(run, saved, net, optimizer, schedule, runtime)
         del saved
+        board.start(state, net)
         saver = Saver(
             run,
             net,
@@ -145,10 +154,11 @@ def train(
                     seen=seen,
                     runtime=runtime,
                     seed=config.seed,
-                    between_steps=saver.between_steps(epoch, config.epochs, batches, stop, bar),
+                    between_steps=board.watch(saver.between_steps(epoch, config.epochs, batches, stop, bar), epoch),
                 )
             val = validate(net, data, val_source, augmenter.mean_image, runtime)
             row, improved = end_of_epoch(state, data, epoch, schedule, val, seen, runtime)
+            board.end_of_epoch(row, final=epoch == config.epochs)
             saver.end_of_epoch(epoch, val, row, improved, final=epoch == config.epochs)
             if runtime.leader:
                 log(describe_row(row, config.epochs, chance=1 - 1 / data.num_classes))

@@ -19,6 +19,7 @@ from alexctl.checkpoint import load_weights
 from alexctl.config import RuntimeOptions
 from alexctl.data.loader import load_split
 from alexctl.nets.build import model_from_checkpoint
+from alexctl.nets.kernel_grid import kernel_grid
 from alexctl.reporting import figures, report
 
 from helpers import invoke, json_output
@@ -204,7 +205,7 @@ def test_kernel_grid_for_any_width_one_column_and_the_cifar_net():
     torch.manual_seed(0)
     cifar = torch.randn(64, 3, 5, 5)
     cifar[3] = 0.25  # a constant kernel has no pattern: mid-grey
-    grid = figures.kernel_grid(cifar, columns=1, padding=2)
+    grid = kernel_grid(cifar, columns=1, padding=2)
     zoom = ((grid.shape[2] - 2) / 16 - 2) / 5  # sixteen kernels a row: W = 16 (5 zoom + 2) + 2
     assert zoom == int(zoom) and 40 <= 5 * zoom <= 70
     cell = int(5 * zoom + 2)
@@ -215,8 +216,8 @@ def test_kernel_grid_for_any_width_one_column_and_the_cifar_net():
     first = grid[:, 2 : 2 + cell - 2, 2:cell]  # kernel 0, per-kernel min..max, enlarged by nearest
     expected = (cifar[0] - cifar[0].min()) / (cifar[0].max() - cifar[0].min())
     assert torch.allclose(first[:, :: int(zoom), :: int(zoom)], expected, atol=1e-6)
-    paper = figures.kernel_grid(torch.randn(96, 3, 11, 11), columns=2)
-    one_block = figures.kernel_grid(torch.randn(48, 3, 11, 11), columns=1)
+    paper = kernel_grid(torch.randn(96, 3, 11, 11), columns=2)
+    one_block = kernel_grid(torch.randn(48, 3, 11, 11), columns=1)
     assert paper.shape[2] == one_block.shape[2] and paper.shape[1] > 2 * one_block.shape[1]  # two blocks and a gap
 
 
