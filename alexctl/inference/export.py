@@ -37,6 +37,7 @@ import torch
 
 from alexctl import __version__, checkpoint, rundir
 from alexctl.config import ModelConfig, RuntimeOptions, from_dict
+from alexctl.data.labels import ClassList
 from alexctl.device import resolve
 from alexctl.errors import UserError, WorkFailed
 from alexctl.inference.core import infer_batch, probabilities
@@ -132,9 +133,7 @@ def export(
         }
     classes = checkpoint.classes_of(ckpt)
     names = list(ckpt["data"].get("class_names") or classes)
-    rundir.write_json(
-        out / "classes.json", [{"index": i, "class": c, "name": n} for i, (c, n) in enumerate(zip(classes, names))]
-    )
+    rundir.write_json(out / "classes.json", ClassList(tuple(classes), tuple(names)).to_json())
     manifest = {
         "kind": "export",
         "alexctl_version": __version__,
