@@ -66,6 +66,7 @@ from alexctl.training.splits import TrainingData, load_training_data
 from alexctl.training.tensorboard import Board, steps_per_epoch
 
 VAL_BATCH = 256
+HELD = {"decoded": "held decoded", "jpeg": "held as JPEG", "disk": "read from disk"}  # alexctl.data.resident
 
 
 def train(
@@ -118,10 +119,12 @@ def train(
         saved = saved_state(run)
         if runtime.leader:
             prepare_run_dir(run, record)
-            log(f"train split: {train_source.reason}; val split: {val_source.reason}")
         state = resume(run, saved, net, optimizer, schedule, runtime)
         del saved
         board.start(state, net)
+        held = {"train": describe_source(train_source), "val": describe_source(val_source)}
+        if runtime.leader:
+            log(first_line(run.root, state, config.epochs, len(data.indices), held))
         saver = Saver(
             run,
             net,
@@ -162,7 +165,7 @@ def train(
             saver.end_of_epoch(epoch, val, row, improved, final=epoch == config.epochs)
             if runtime.leader:
                 log(describe_row(row, config.epochs, chance=1 - 1 / data.num_classes))
-        summary = summarise(run, state, started, data.num_classes)
+        summary = {**summarise(run, state, started, data.num_classes), "splits": held}
         if runtime.leader:
             rundir.write_json(
                 run.manifest, {"kind": "train-run", "alexctl_version": __version__, "created": rundir.now(), **summary}
@@ -363,6 +366,23 @@ def end_of_epoch(
     state.epoch, state.current = epoch, EpochSums()
     state.rows.append(row)
     return row, improved
+
+
+def describe_source(source) -> dict:
+    """Where a split's images are held while training, and why (alexctl.data.resident): for --json and run.json."""
+    return {"images": len(source.split), "residency": source.residency, "reason": source.reason}
+
+
+def first_line(root: Path, state: Progress, epochs: int, images: int, held: dict) -> str:
+    """What this invocation does, in one short line (the splits' residency reasons are in --json and run.json)."""
+    if state.epoch >= epochs:
+        return f"{root}: {state.epoch} of {epochs} epochs trained; nothing to do (raise --epochs to train further)."
+    where = f" from step {state.current.step}" if state.current.step else ""
+    start = f"resuming at epoch {state.epoch + 1}{where}" if state.epoch or where else "epoch 1"
+    return (
+        f"{root}: {start} of {epochs}, {images:,} training images {HELD[held['train']['residency']]}, "
+        f"{held['val']['images']:,} val {HELD[held['val']['residency']]}."
+    )
 
 
 def describe_row(row: dict, epochs: int, chance: float) -> str:

@@ -73,7 +73,8 @@ def test_curves_continue_through_a_stop_and_resumes_without_duplicates(slice_dat
     monkeypatch.setattr(tensorboard, "KERNELS_EVERY", 2)
     older = shutil.copytree(run / "checkpoints", tmp_path / "older")  # last.pt at epoch 2 step 3
 
-    invoke("train", run, *ARGS, check=True)
+    resumed = invoke("train", run, *ARGS, check=True)
+    assert resumed.stderr.splitlines()[0].startswith(f"alexctl: {run}: resuming at epoch 2 from step 3 of 3, 110 ")
     check_curves(run)
     assert len(list((run / "tensorboard").iterdir())) == 2  # one event file per process
     # A crash that lost every checkpoint after step 10 (e.g. a restore from a backup): the points the first
