@@ -46,9 +46,8 @@ def plot_curves(runs: list) -> Figure:
         ax.grid(alpha=0.3)
         if "error" in title:
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    styles = [
-        Line2D([], [], color="k", ls=ls, label=label) for ls, label in (("-", "val"), (":", "train"), ("--", "lr / 10"))
-    ]
+    drawn = (("-", "val"), (":", "train")) + ((("--", "lr / 10"),) if any(lr_cuts(run.rows) for run in runs) else ())
+    styles = [Line2D([], [], color="k", ls=ls, label=label) for ls, label in drawn]
     axes[0].legend(handles=styles, loc="upper right", fontsize=8)
     axes[2].legend(loc="upper right", fontsize=8, title="run")
     return fig

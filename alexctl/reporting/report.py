@@ -109,7 +109,8 @@ def report(
     figures: list[tuple[str, str]] = []  # (file name, caption), in the page's order
     notes: list[str] = []  # why a figure is missing
 
-    with rundir.DirectoryLock(out / ".lock", "report"):  # two reports into one folder would mix their figures
+    # Two reports into one folder would mix their figures; the lock file goes when the report is written.
+    with rundir.DirectoryLock(out / ".lock", "report", remove=True):
         rundir.remove_temporaries(out)  # what a killed report left
         if any(r.rows for r in runs):
             draw.save_figure(draw.plot_curves([r for r in runs if r.rows]), out / "curves.png")

@@ -69,7 +69,7 @@ def test_report_of_two_runs_and_an_ensemble(two_runs, ensemble_dir, slice_data, 
     assert summary["out"] == str(out) and summary["report"] == str(out / "report.md") and summary["runs"] == 3
     expected = ["curves.png", "conv1-seed0.png", "conv1-seed1.png", "top5.png", "neighbours.png"]
     assert [Path(f).name for f in summary["figures"]] == expected
-    assert sorted(p.name for p in out.iterdir()) == sorted(expected + [".lock", "report.md"])  # no temporaries
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + ["report.md"])  # no temporaries, no .lock
     for name in expected:
         with Image.open(out / name) as im:
             im.load()
@@ -125,7 +125,7 @@ def test_report_of_two_runs_and_an_ensemble(two_runs, ensemble_dir, slice_data, 
     (out / ".top5.png.tmp.12345").write_bytes(b"half a png")
     alone = json_output(_run(ensemble_dir, "--out", out, "--images", "3", "--json"))
     assert [Path(f).name for f in alone["figures"]] == ["top5.png"] and alone["runs"] == 1
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "report.md", "top5.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "top5.png"]
     page = (out / "report.md").read_text()
     assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page) == ["top5.png"]
     assert "No training curves" in page and "No conv1 kernels and no nearest neighbours" in page
@@ -304,3 +304,10 @@ def test_lr_cuts_and_their_marks_on_the_curves():
     for ax in fig.axes:
         marks = sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--")
         assert marks == [2.5, 4.5]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["val", "train", "lr / 10"]
+    # A run whose rate never changed has no dashed line, and so no legend entry for one.
+    constant = figures.plot_curves(
+        [report.Run(Path("b"), "train", [{**r, "lr": 0.01, "lr_reduced_after": False} for r in rows], name="b")]
+    )
+    assert not [line for ax in constant.axes for line in ax.lines if line.get_linestyle() == "--"]
+    assert [t.get_text() for t in constant.axes[0].get_legend().get_texts()] == ["val", "train"]
