@@ -277,6 +277,8 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_mid_epoch_resume_matches_an
         assert row["train_top1_error"] == ref["train_top1_error"] and row["val_top1_error"] == ref["val_top1_error"]
     final, uninterrupted = weights(run / "checkpoints" / "last.pt"), weights(whole / "checkpoints" / "last.pt")
     assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)
+    # TensorBoard's event files come from rank 0 alone: one per torchrun, not one per rank.
+    assert [len(list((d / "tensorboard").iterdir())) for d in (whole, run)] == [1, 2]
 
 
 def test_the_paper_net_and_update_rule_fit_a_batch_of_real_photos(imagenette_slice):
