@@ -47,7 +47,9 @@ class ClassList:
     @staticmethod
     def from_json(obj: dict) -> "ClassList":
         rows = obj["classes"]
-        key = "class" if not rows or "class" in rows[0] else "wnid"  # data directories written before issue 20 (2026-12) say "wnid"
+        key = (
+            "class" if not rows or "class" in rows[0] else "wnid"
+        )  # data directories written before issue 20 (2026-12) say "wnid"
         return ClassList(tuple(r[key] for r in rows), tuple(r["name"] for r in rows))
 
     def with_names(self, names: dict[str, str]) -> "ClassList":
