@@ -55,6 +55,7 @@ class Board:
         self.folder, self.steps_per_epoch, self.columns = Path(folder), steps_per_epoch, columns
         self.writer_class = _writer_class() if enabled else None
         self.enabled = self.writer_class is not None
+        self.missing = enabled and not self.enabled  # said once, by start()
         self.writer = None
         self.resumed_at = 0  # the global step last.pt resumes from
         self.state: Progress | None = None
@@ -70,6 +71,8 @@ class Board:
 
     def start(self, state: Progress, net: torch.nn.Module) -> None:
         """After the resume: where the curves continue from; a fresh run pictures its initial kernels."""
+        if self.missing:
+            log(MISSING)
         self.state, self.net = state, net
         self.resumed_at = state.epoch * self.steps_per_epoch + state.current.step
         if self.resumed_at == 0:
@@ -133,11 +136,10 @@ def steps_per_epoch(images: int, batch_size: int) -> int:
 
 
 def _writer_class():
-    """torch.utils.tensorboard.SummaryWriter, or None (said once) when tensorboard is not installed."""
+    """torch.utils.tensorboard.SummaryWriter, or None when tensorboard is not installed."""
     try:
         # Optional and heavy (tensorboard, protobuf): imported only by a run that writes curves.
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log(MISSING)
         return None
     return SummaryWriter

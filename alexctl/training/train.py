@@ -121,10 +121,10 @@ def train(
             prepare_run_dir(run, record)
         state = resume(run, saved, net, optimizer, schedule, runtime)
         del saved
-        board.start(state, net)
         held = {"train": describe_source(train_source), "val": describe_source(val_source)}
         if runtime.leader:
             log(first_line(run.root, state, config.epochs, len(data.indices), held))
+        board.start(state, net)
         saver = Saver(
             run,
             net,
