@@ -165,7 +165,11 @@ def train(
             saver.end_of_epoch(epoch, val, row, improved, final=epoch == config.epochs)
             if runtime.leader:
                 log(describe_row(row, config.epochs, chance=1 - 1 / data.num_classes))
-        summary = {**summarise(run, state, started, data.num_classes), "splits": held}
+        summary = {
+            **summarise(run, state, started, data.num_classes),
+            "splits": held,
+            "tensorboard": str(run.tensorboard) if board.enabled else None,
+        }
         if runtime.leader:
             rundir.write_json(
                 run.manifest, {"kind": "train-run", "alexctl_version": __version__, "created": rundir.now(), **summary}

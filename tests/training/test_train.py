@@ -44,6 +44,7 @@ def test_a_run_writes_its_files_and_summary(data, tmp_path):
     assert summary["splits"]["train"]["residency"] == "decoded" and summary["splits"]["val"]["images"] == 10
     assert "budget" in summary["splits"]["train"]["reason"]
     assert json.loads((run / "run.json").read_text())["splits"] == summary["splits"]
+    assert summary["tensorboard"] == str(run / "tensorboard") and len(list((run / "tensorboard").iterdir())) == 1
     for key in (
         "checkpoint",
         "last_checkpoint",
