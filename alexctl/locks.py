@@ -27,27 +27,35 @@ def now() -> str:
 
 
 class DirectoryLock:
-    """One writer per directory. A second one gets a UserError (exit 2) naming the holder."""
+    """One writer per directory. A second one gets a UserError (exit 2) naming the holder.
 
-    def __init__(self, path: Path, command: str):
-        self.path, self.command = path, command
+    `remove=True` deletes the lock file on a clean exit, for a folder that is a command's output and should
+    hold nothing else (report's). Safe against a process that opened the file just before: a holder checks
+    that the path still names the file it locked, and starts again if it was removed meanwhile."""
+
+    def __init__(self, path: Path, command: str, *, remove: bool = False):
+        self.path, self.command, self.remove = path, command, remove
         self.fd: int | None = None
         self.took_over_stale = False
         self.failure: str | None = None  # why the work failed, when failed.json could not say it (a full disk)
 
     def __enter__(self) -> "DirectoryLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = lock_holder(self.path) or {}
-            os.close(fd)
-            raise UserError(
-                f"{self.path.parent} is in use by another alexctl process "
-                f"(pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('started', '?')}); "
-                "wait for it to finish or stop it first."
-            ) from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = lock_holder(self.path) or {}
+                os.close(fd)
+                raise UserError(
+                    f"{self.path.parent} is in use by another alexctl process "
+                    f"(pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('started', '?')}); "
+                    "wait for it to finish or stop it first."
+                ) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # removed by its last holder between our open and our flock: lock the new one
         self.fd = fd
         self.took_over_stale = os.fstat(fd).st_size > 0  # a dead holder's record is still there
         self.update()
@@ -78,9 +86,18 @@ class DirectoryLock:
                 pass
         else:
             os.ftruncate(self.fd, 0)  # an empty lock file means a clean exit
+            if self.remove:
+                self.path.unlink(missing_ok=True)  # still locked: a waiting process sees the file gone and retries
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 @contextmanager

@@ -144,6 +144,11 @@ class RunDir(_Guarded):
         return self.root / "checkpoints"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, written as training goes (alexctl.training.tensorboard)."""
+        return self.root / "tensorboard"
+
+    @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.pt"
 

@@ -117,6 +117,31 @@ def test_a_directory_lock_is_exclusive_and_a_dead_holders_lock_is_stale(tmp_path
     assert rundir.lock_state(lock) == "stale"
 
 
+def test_a_lock_that_removes_itself_leaves_nothing_and_stays_exclusive(tmp_path, monkeypatch):
+    lock = tmp_path / "out" / ".lock"
+    with rundir.DirectoryLock(lock, "report", remove=True):
+        with pytest.raises(UserError, match="in use by another alexctl process"):
+            with rundir.DirectoryLock(lock, "report", remove=True):
+                pass
+    assert not lock.exists()
+    # The race: the file this process opened is removed by its holder before this process locks it. Locking
+    # the removed file would let a third process lock a new one too; the lock starts again on the new file.
+    real_open, opened = os.open, []
+
+    def holder_removes_it_meanwhile(path, flags, mode=0o777):
+        fd = real_open(path, flags, mode)
+        if not opened:
+            os.unlink(path)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(rundir.os, "open", holder_removes_it_meanwhile)
+    with rundir.DirectoryLock(lock, "report", remove=True) as held:
+        monkeypatch.undo()
+        assert len(opened) == 2 and held.fd == opened[1] and os.path.samestat(os.fstat(held.fd), os.stat(lock))
+    assert not lock.exists()
+
+
 def test_readers_share_a_split_and_force_waits_for_none(tmp_path):
     with rundir.split_readers(tmp_path), rundir.split_readers(tmp_path):  # two readers at once
         with pytest.raises(UserError, match="being read by a training run"):

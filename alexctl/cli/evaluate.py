@@ -130,8 +130,11 @@ def command(
     )
     brief = {k: v for k, v in summary.items() if k not in ("per_class_accuracy", "most_confused")}
     state = " (already evaluated: nothing to do; --force redoes it)" if summary["already_done"] else ""
+    which = f"{checkpoint} checkpoint" if checkpoint in ("best", "last") else f"checkpoint {summary['checkpoint']}"
+    epoch = summary.get("checkpoint_epoch")
     lines = [
-        f"{run_dir} on {split} ({summary['num_images']} images, {crops} crop{'s' if crops != '1' else ''})"
+        f"{run_dir}, {which}{f' (epoch {epoch})' if epoch is not None else ''}, on {split} "
+        f"({summary['num_images']} images, {crops} crop{'s' if crops != '1' else ''})"
         f"{state}: top-1 error {error_line(summary['top1_error'], summary['chance_top1_error'])}, top-5 error "
         f"{error_line(summary['top5_error'], summary['chance_top5_error'])}",
         f"  predictions {summary['predictions']}",

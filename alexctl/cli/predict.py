@@ -35,6 +35,7 @@ from alexctl.cli.options import (
 from alexctl.config import InferenceOptions, RuntimeOptions
 
 Format = Literal["table", "csv", "jsonl"]
+FOLDER_KEPT = 10  # characters a long folder name keeps (with its "…") in a table too narrow for its path
 
 
 SourcesArg = Annotated[
@@ -242,15 +243,22 @@ def _writer(output_format: str, k: int, files, names: list[str]):
 
 
 class _Table:
-    """Rows of (image, rank, class name, probability), printed per batch under one header, aligned."""
+    """Rows of (image, rank, class name, probability), printed per batch under one header, aligned. Paths are
+    printed as given: on a terminal too narrow for them, the middles of long folder names give way (fit_path),
+    never the file's own name, and what still does not fit wraps; into a file or a pipe, nothing is shortened."""
 
-    def __init__(self, files, names: list[str]):
+    def __init__(self, files, names: list[str], width: int | None = None):
         from rich.console import Console
 
-        self.image_width = min(60, max(5, *(len(f.name) for f in files)))
+        longest = max(5, *(len(f.name) for f in files))
         self.class_width = min(40, max(5, *(len(n) for n in names)))
-        width = self.image_width + self.class_width + 2 + 11 + 6
-        self.console = Console(file=sys.stdout, width=max(80, width), highlight=False)
+        others = self.class_width + 2 + 11 + 6  # the other columns and the gaps between the four
+        console = Console(file=sys.stdout, highlight=False)
+        if width is None and not console.is_terminal:
+            width = longest + others
+        width = width or console.width
+        self.image_width = min(longest, max(24, width - others))
+        self.console = Console(file=sys.stdout, width=max(width, self.image_width + others), highlight=False)
         self.header = True
 
     def write(self, rows: list[dict]) -> None:
@@ -258,19 +266,45 @@ class _Table:
         from rich.text import Text
 
         table = Table(box=None, show_header=self.header, pad_edge=False, header_style="bold")
-        table.add_column("image", width=self.image_width, no_wrap=True)
+        table.add_column("image", width=self.image_width, overflow="fold")
         table.add_column("#", width=2, justify="right")
         table.add_column("class", width=self.class_width, no_wrap=True, overflow="ellipsis")
         table.add_column("probability", width=11, justify="right")
         for row in rows:
-            image = row["image"]
-            if len(image) > self.image_width:  # keep the end: the file's own name
-                image = "…" + image[-(self.image_width - 1) :]
+            image = fit_path(row["image"], self.image_width)
             for rank, t in enumerate(row["top"], 1):
                 table.add_row(Text(image if rank == 1 else ""), str(rank), Text(t["name"]), f"{t['probability']:.2%}")
         self.console.print(table)
         self.header = False
         sys.stdout.flush()
+
+
+def fit_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters where it can be: the longest folder names lose their middles
+    (to "…", down to FOLDER_KEPT characters each), the file name never; unchanged when it fits."""
+    folder, slash, name = path.rpartition("/")
+    if len(path) <= width or not slash:
+        return path
+    parts = folder.split("/")
+    lengths = [len(p) for p in parts]
+    excess = len(path) - width
+    while excess > 0:
+        i = max(range(len(parts)), key=lengths.__getitem__)
+        if lengths[i] <= FOLDER_KEPT:
+            break  # every folder is as short as it goes: the column wraps the rest
+        runner_up = max((n for j, n in enumerate(lengths) if j != i), default=0)
+        cut = min(excess, max(1, lengths[i] - max(runner_up, FOLDER_KEPT)))
+        lengths[i] -= cut
+        excess -= cut
+    return "/".join(_middle_out(p, n) for p, n in zip(parts, lengths)) + "/" + name
+
+
+def _middle_out(text: str, length: int) -> str:
+    """`text` in `length` characters: its start and end around "…"."""
+    if length >= len(text):
+        return text
+    front = length // 2
+    return text[:front] + "…" + text[len(text) - (length - 1 - front) :]
 
 
 class _Csv:

@@ -37,12 +37,20 @@ class ClassList:
         return len(self.wnids)
 
     def to_json(self) -> dict:
-        return {"classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(zip(self.wnids, self.names))]}
+        """The one schema of every classes.json alexctl writes (a data directory's, an export's):
+        {"classes": [{"index", "class", "name"}, ...]}, "class" being the label the data names the class by
+        (the wnid for ImageNet), as in predict's and eval's output."""
+        return {
+            "classes": [{"index": i, "class": w, "name": n} for i, (w, n) in enumerate(zip(self.wnids, self.names))]
+        }
 
     @staticmethod
     def from_json(obj: dict) -> "ClassList":
         rows = obj["classes"]
-        return ClassList(tuple(r["wnid"] for r in rows), tuple(r["name"] for r in rows))
+        key = (
+            "class" if not rows or "class" in rows[0] else "wnid"
+        )  # data directories written before issue 20 (2026-12) say "wnid"
+        return ClassList(tuple(r[key] for r in rows), tuple(r["name"] for r in rows))
 
     def with_names(self, names: dict[str, str]) -> "ClassList":
         return ClassList(self.wnids, tuple(names.get(w, n) for w, n in zip(self.wnids, self.names)))

@@ -31,6 +31,7 @@ import functools
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import simplejpeg
@@ -75,6 +76,19 @@ def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
 def decode_jpeg(data: bytes) -> np.ndarray:
     """A shard's JPEG back to (H, W, 3) uint8 RGB."""
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
+
+
+def model_input(image: str | Path | bytes, size: int = 256) -> np.ndarray:
+    """(3, size, size) uint8 RGB, channels first: an image file (a path, or its bytes) exactly as `alexctl
+    predict` gives it to the network, and as an exported model.pt2 or model.onnx takes it (np.stack them for
+    a batch of N). For people who use the exported files: this module needs numpy, torch, simplejpeg and
+    Pillow, and imports nothing else of alexctl. Raises UnreadableImage for bytes that are not an image.
+
+    torchvision's Resize(256) + CenterCrop(256), or PIL, give the same geometry but other pixels (another
+    JPEG decoder and resampler: top-1 probabilities up to 0.06 apart); prepare()'s docstring and the
+    module's say exactly what is computed."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    return np.ascontiguousarray(prepare(data, size).pixels.transpose(2, 0, 1))
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -5,8 +5,9 @@ paper's test-time processing inside (section 4.1), so that it computes what `ale
            -> softmax -> averaged over the crops -> probabilities float32 (N, classes)
 
 The input is RGB, channels first, ALREADY rescaled so that the shorter side is S (256 for AlexNet) and
-center-cropped to S x S (alexctl.data.transform.prepare; torchvision's Resize(256) + CenterCrop(256) is the
-same geometry, bilinear with antialiasing). The batch size N is free. Computed in float32.
+center-cropped to S x S: alexctl.data.transform.model_input gives exactly predict's pixels (torchvision's
+Resize(256) + CenterCrop(256) has the same geometry but another decoder and resampler, so other pixels).
+The batch size N is free. Computed in float32.
 
 Forms (FORMATS), written into one folder beside classes.json and, last, manifest.json:
 
@@ -37,6 +38,7 @@ import torch
 
 from alexctl import __version__, checkpoint, rundir
 from alexctl.config import ModelConfig, RuntimeOptions, from_dict
+from alexctl.data.labels import ClassList
 from alexctl.device import resolve
 from alexctl.errors import UserError, WorkFailed
 from alexctl.inference.core import infer_batch, probabilities
@@ -108,9 +110,7 @@ def export(
     image_size = checkpoint.model_config_of(ckpt).image_size
     classes = checkpoint.classes_of(ckpt)
     names = list(ckpt["data"].get("class_names") or classes)
-    rundir.write_json(
-        out / "classes.json", [{"index": i, "class": c, "name": n} for i, (c, n) in enumerate(zip(classes, names))]
-    )
+    rundir.write_json(out / "classes.json", ClassList(tuple(classes), tuple(names)).to_json())
     manifest = {
         "kind": "export",
         "alexctl_version": __version__,
@@ -124,7 +124,8 @@ def export(
             "dtype": "uint8",
             "shape": ["N", 3, image_size, image_size],
             "meaning": f"RGB, channels first, already rescaled to {image_size} on the shorter side and "
-            f"center-cropped to {image_size}x{image_size}",
+            f"center-cropped to {image_size}x{image_size}: alexctl.data.transform.model_input(path, {image_size}) "
+            "gives exactly the pixels `alexctl predict` uses",
         },
         "output": {
             "name": "probabilities",

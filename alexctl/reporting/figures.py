@@ -1,6 +1,6 @@
-"""The paper's pictures, drawn: training curves, training error against epochs (Figure 1), the conv1
-kernel grid (Figure 3), top-5 predictions and nearest neighbours (Figure 4). Pure drawing: `alexctl.reporting.report`
-gathers the data.
+"""The paper's pictures, drawn: training curves, training error against epochs (Figure 1), top-5
+predictions and nearest neighbours (Figure 4); the conv1 kernel grid (Figure 3) is alexctl.nets.kernel_grid.
+Pure drawing: `alexctl.reporting.report` gathers the data.
 
 Figures are matplotlib Figure objects saved through the Agg canvas, never pyplot, so drawing
 leaves the process's backend and figure registry alone.
@@ -12,39 +12,15 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
-from torchvision.utils import make_grid
 
 from alexctl import rundir
 from alexctl.data.loader import Split
 from alexctl.data.transform import decode_jpeg
 
 TOP_CLASSES = 5  # Figure 4 (left): the five most probable labels
-KERNEL_PIXELS = 56  # conv1 kernels are enlarged (nearest) to about this many pixels a side
-
-
-def kernel_grid(weight: torch.Tensor, *, columns: int, padding: int = 2) -> torch.Tensor:
-    """(K, 3, k, k) conv1 weights -> (3, H, W) float image in [0, 1].
-
-    Each kernel is scaled to its own min..max (per kernel: a kernel with small weights still shows its
-    pattern; the figure compares shapes and colours, not magnitudes) and enlarged k -> ~56 px by nearest
-    neighbour. With two columns, kernels [0, K/2) form the upper block and [K/2, K) the lower one, as
-    Figure 3 puts GPU 1 above GPU 2; a block is rows of at most 16 kernels, on white.
-    """
-    w = weight.detach().float().cpu()
-    low = w.amin(dim=(1, 2, 3), keepdim=True)
-    span = w.amax(dim=(1, 2, 3), keepdim=True) - low
-    # A constant kernel (all weights equal) has no pattern to show: mid-grey.
-    w = torch.where(span > 0, (w - low) / span.clamp_min(1e-30), torch.full_like(w, 0.5))
-    zoom = max(1, round(KERNEL_PIXELS / w.shape[-1]))
-    w = w.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
-    blocks = w.chunk(2) if columns == 2 else (w,)
-    grids = [make_grid(b, nrow=min(16, len(blocks[0])), padding=padding, pad_value=1.0) for b in blocks]
-    gap = torch.ones(3, 3 * zoom, grids[0].shape[2])  # a white band between the two columns' blocks
-    return torch.cat([grids[0]] + [part for g in grids[1:] for part in (gap, g)], dim=1)
 
 
 def plot_curves(runs: list) -> Figure:
@@ -70,9 +46,8 @@ def plot_curves(runs: list) -> Figure:
         ax.grid(alpha=0.3)
         if "error" in title:
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    styles = [
-        Line2D([], [], color="k", ls=ls, label=label) for ls, label in (("-", "val"), (":", "train"), ("--", "lr / 10"))
-    ]
+    drawn = (("-", "val"), (":", "train")) + ((("--", "lr / 10"),) if any(lr_cuts(run.rows) for run in runs) else ())
+    styles = [Line2D([], [], color="k", ls=ls, label=label) for ls, label in drawn]
     axes[0].legend(handles=styles, loc="upper right", fontsize=8)
     axes[2].legend(loc="upper right", fontsize=8, title="run")
     return fig

@@ -36,6 +36,7 @@ from alexctl.device import Runtime, reading, resolve
 from alexctl.errors import UserError
 from alexctl.inference.core import infer, last_hidden, predict
 from alexctl.nets.build import model_from_checkpoint
+from alexctl.nets.kernel_grid import grid_columns, kernel_grid
 from alexctl.reporting import claims, convergence
 from alexctl.reporting import figures as draw
 from alexctl.rundir import Evaluation
@@ -108,7 +109,8 @@ def report(
     figures: list[tuple[str, str]] = []  # (file name, caption), in the page's order
     notes: list[str] = []  # why a figure is missing
 
-    with rundir.DirectoryLock(out / ".lock", "report"):  # two reports into one folder would mix their figures
+    # Two reports into one folder would mix their figures; the lock file goes when the report is written.
+    with rundir.DirectoryLock(out / ".lock", "report", remove=True):
         rundir.remove_temporaries(out)  # what a killed report left
         if any(r.rows for r in runs):
             draw.save_figure(draw.plot_curves([r for r in runs if r.rows]), out / "curves.png")
@@ -265,12 +267,12 @@ def spread(n: int, count: int) -> np.ndarray:
 
 
 def _conv1_figure(run: Run, ckpt: dict, out: Path) -> tuple[str, str]:
-    config = ckpt["model_config"]  # the one-column ablation and the CIFAR net have one block of kernels
-    columns = config.get("columns", 1) if config.get("arch") == "alexnet" else 1
+    config = ckpt["model_config"]
+    columns = grid_columns(config.get("arch", "alexnet"), config.get("columns", 1))
     weight = ckpt["model"]["conv1.weight"]  # (K, 3, k, k)
     name = f"conv1-{run.name}.png"
     buffer = io.BytesIO()
-    save_image(draw.kernel_grid(weight, columns=columns), buffer, format="png")
+    save_image(kernel_grid(weight, columns=columns), buffer, format="png")
     rundir.atomic_write_bytes(out / name, buffer.getvalue())
     layout = "upper block column 1, lower block column 2" if columns == 2 else "one column"
     return name, (

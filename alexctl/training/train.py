@@ -48,6 +48,7 @@ from alexctl.errors import WorkFailed
 from alexctl.inference.core import predict
 from alexctl.metrics import cross_entropy, topk_correct
 from alexctl.nets.build import runtime_model
+from alexctl.nets.kernel_grid import grid_columns
 from alexctl.schedule import parse_schedule
 from alexctl.stop import StopSignals
 from alexctl.training.optim import PaperSGD, build_optimizer, hold_for_compile
@@ -66,8 +67,10 @@ from alexctl.training.resume import (
     summarise,
 )
 from alexctl.training.splits import TrainingData, load_training_data
+from alexctl.training.tensorboard import Board, steps_per_epoch
 
 VAL_BATCH = 256
+HELD = {"decoded": "held decoded", "jpeg": "held as JPEG", "disk": "read from disk"}  # alexctl.data.resident
 
 
 def train(
@@ -118,14 +121,23 @@ def _train(data_dir, run_dir, model_config, config, runtime, checkpointing, prog
         StopSignals() as stop,
         open_source(data.train, **reading(runtime)) as train_source,
         open_source(data.val, **reading(runtime)) as val_source,
+        Board(
+            run.tensorboard,
+            steps_per_epoch=steps_per_epoch(len(data.indices), config.batch_size),
+            columns=grid_columns(model_config.arch, model_config.columns),
+            enabled=runtime.leader,
+        ) as board,
     ):
         saved = saved_state(run)
         check_ranks_agree(runtime, {"the resume point": resume_point(saved)})
         if runtime.leader:
             prepare_run_dir(run, record)
-            log(f"train split: {train_source.reason}; val split: {val_source.reason}")
         state = resume(run, saved, net, optimizer, schedule, runtime)
         del saved
+        held = {"train": describe_source(train_source), "val": describe_source(val_source)}
+        if runtime.leader:
+            log(first_line(run.root, state, config.epochs, len(data.indices), held))
+        board.start(state, net)
         saver = Saver(
             run,
             net,
@@ -158,14 +170,19 @@ def _train(data_dir, run_dir, model_config, config, runtime, checkpointing, prog
                     seen=seen,
                     runtime=runtime,
                     seed=config.seed,
-                    between_steps=saver.between_steps(epoch, config.epochs, batches, stop, bar),
+                    between_steps=board.watch(saver.between_steps(epoch, config.epochs, batches, stop, bar), epoch),
                 )
             val = validate(net, data, val_source, augmenter.mean_image, runtime)
             row, improved = end_of_epoch(state, data, epoch, schedule, val, seen, runtime)
+            board.end_of_epoch(row, final=epoch == config.epochs)
             saver.end_of_epoch(epoch, val, row, improved, final=epoch == config.epochs)
             if runtime.leader:
                 log(describe_row(row, config.epochs, chance=1 - 1 / data.num_classes))
-        summary = summarise(run, state, started, data.num_classes)
+        summary = {
+            **summarise(run, state, started, data.num_classes),
+            "splits": held,
+            "tensorboard": str(run.tensorboard) if board.enabled else None,
+        }
         if runtime.leader:
             rundir.write_json(
                 run.manifest, {"kind": "train-run", "alexctl_version": __version__, "created": rundir.now(), **summary}
@@ -375,6 +392,23 @@ def end_of_epoch(
     state.epoch, state.current = epoch, EpochSums()
     state.rows.append(row)
     return row, improved
+
+
+def describe_source(source) -> dict:
+    """Where a split's images are held while training, and why (alexctl.data.resident): for --json and run.json."""
+    return {"images": len(source.split), "residency": source.residency, "reason": source.reason}
+
+
+def first_line(root: Path, state: Progress, epochs: int, images: int, held: dict) -> str:
+    """What this invocation does, in one short line (the splits' residency reasons are in --json and run.json)."""
+    if state.epoch >= epochs:
+        return f"{root}: {state.epoch} of {epochs} epochs trained; nothing to do (raise --epochs to train further)."
+    where = f" from step {state.current.step}" if state.current.step else ""
+    start = f"resuming at epoch {state.epoch + 1}{where}" if state.epoch or where else "epoch 1"
+    return (
+        f"{root}: {start} of {epochs}, {images:,} training images {HELD[held['train']['residency']]}, "
+        f"{held['val']['images']:,} val {HELD[held['val']['residency']]}."
+    )
 
 
 def describe_row(row: dict, epochs: int, chance: float) -> str:

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from alexctl import checkpoint, device
+from alexctl.cli import predict as cli_predict
 from alexctl.config import RuntimeOptions
 from alexctl.data import transform
 from alexctl.inference.core import infer_batch, probabilities
@@ -224,3 +225,29 @@ def test_paths_on_stdin_of_a_real_process_stream_csv(two_runs, photos):
     assert len(lines) == 4 and lines[0].startswith("image,class_1,name_1,probability_1")
     assert "3 images classified" in proc.stderr
     assert run_cli("predict", "-", "-", "--run", two_runs[0]).returncode == 2
+
+
+def test_the_table_prints_paths_as_given_and_never_cuts_a_file_name(two_runs, photos, tmp_path, capsys):
+    deep = tmp_path / ("imagenette-validation-photographs-" * 3) / "val" / "n01440764"
+    deep.mkdir(parents=True)
+    shutil.copyfile(photos / PHOTOS[0], deep / "ILSVRC2012_val_00009111.JPEG")
+    path = str(deep / "ILSVRC2012_val_00009111.JPEG")
+    assert len(path) > 120
+    table = invoke("predict", path, "--run", two_runs[1], check=True).stdout  # not a terminal: whole
+    assert table.splitlines()[1].startswith(path + " ")
+    # On an 80-column terminal the long folder name gives way in its middle; the wnid and file name stay.
+    path = "data/" + "imagenette-validation-photographs-" * 3 + "/val/n01440764/ILSVRC2012_val_00009111.JPEG"
+    short = cli_predict.fit_path(path, 60)
+    assert short == "data/imagen…aphs-/val/n01440764/ILSVRC2012_val_00009111.JPEG"  # 102 -> 12 characters
+    assert len(short) == 60 and cli_predict.fit_path(path, len(path)) == path
+    assert cli_predict.fit_path("ILSVRC2012_val_00009111.JPEG", 5) == "ILSVRC2012_val_00009111.JPEG"
+    folded = cli_predict.fit_path("/" + "/".join(["abcdefghijklmnopqrstuvwxyz"] * 6) + "/photo.JPEG", 20)
+    assert folded.endswith("/photo.JPEG") and all(len(part) == 10 for part in folded.split("/")[1:-1])
+    for width in (100, 70):  # the shortened path fits in 100 columns; in 70 it wraps, whole
+        printer = cli_predict._Table([type("F", (), {"name": path})], ["tench, Tinca tinca"], width=width)
+        printer.write([{"image": path, "top": [{"name": "tench, Tinca tinca", "probability": 0.5}]}])
+        printed = capsys.readouterr().out.splitlines()[1:]
+        assert all(len(line) <= width for line in printed) and "50.00%" in printed[0]
+        shown = "".join(line[: printer.image_width].strip() for line in printed)
+        assert shown == cli_predict.fit_path(path, printer.image_width) and shown.endswith("00009111.JPEG")
+        assert len(printed) == (1 if width == 100 else 2)  # 70 - 37 = 33 image columns: two lines

@@ -89,3 +89,15 @@ def test_eval_refuses_clearly(two_runs, slice_data, tmp_path, imagenette_slice):
     assert bad_crops.returncode == 2 and "'--crops'" in bad_crops.stderr and "'5'" in bad_crops.stderr
     for proc in (empty, no_split, other, bad_crops):
         assert "Traceback" not in proc.stderr
+
+
+def test_the_summary_names_the_checkpoint_and_its_epoch(two_runs):
+    run = two_runs[0]
+    ckpt = run / "checkpoints" / "epoch-0001.pt"
+    lines = {
+        which: invoke("eval", run, "--crops", "1", "--checkpoint", which, check=True).stdout.splitlines()[0]
+        for which in ("best", "last", str(ckpt))
+    }
+    assert lines["best"].startswith(f"{run}, best checkpoint (epoch 1), on val (10 images, 1 crop)")
+    assert lines["last"].startswith(f"{run}, last checkpoint (epoch 1), on val")
+    assert lines[str(ckpt)].startswith(f"{run}, checkpoint {ckpt} (epoch 1), on val")

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision.transforms import v2
 
 from alexctl import checkpoint, rundir
 from alexctl.config import ModelConfig, from_dict
-from alexctl.data import transform
+from alexctl.data import labels, transform
 from alexctl.inference import export
 from alexctl.nets import model
 
@@ -27,16 +30,26 @@ from helpers import invoke, json_output
 PHOTOS = ("n01440764_tench.JPEG", "n02096051_Airedale.JPEG", "n02206856_bee.JPEG", "n02787622_banjo.JPEG")
 TOLERANCE = 1e-5
 
-# Run in a fresh interpreter in which `import alexctl` fails: the exported files must not need it.
-WITHOUT_ALEXCTL = """
+# A user's program, in a fresh interpreter: the exported files are loaded while `import alexctl` fails (they
+# must not need it), then the photos are prepared by the public transform alone, every later stage of alexctl
+# blocked (it must not need training or the network code), and given to both files.
+USERS_PROGRAM = """
 import sys
+from pathlib import Path
 sys.modules["alexctl"] = None
 import numpy as np, onnxruntime, torch
-folder, images = sys.argv[1], np.load(sys.argv[2])
-with torch.no_grad():
-    program = torch.export.load(f"{folder}/model.pt2").module()(torch.from_numpy(images)).numpy()
+folder, out, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+program = torch.export.load(f"{folder}/model.pt2").module()
 session = onnxruntime.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
-np.savez(sys.argv[3], pt2=program, onnx=session.run(None, {"images": images})[0])
+del sys.modules["alexctl"]
+for stage in ("nets", "training", "inference", "reporting", "benchmarking", "cli"):
+    sys.modules[f"alexctl.{stage}"] = None
+from alexctl.data.transform import model_input
+images = np.stack([model_input(p) for p in paths])
+loaded = sorted(m for m, module in sys.modules.items() if m.startswith("alexctl") and module is not None)
+with torch.no_grad():
+    pt2 = program(torch.from_numpy(images)).numpy()
+np.savez(out, pt2=pt2, onnx=session.run(None, {"images": images})[0], images=images, loaded=loaded)
 """
 
 
@@ -51,8 +64,7 @@ def exported(two_runs, tmp_path_factory):
 def photos(imagenet_samples):
     """The photos as predict reads them, and as the exported forms take them: uint8 (4, 3, 256, 256)."""
     paths = [imagenet_samples / name for name in PHOTOS]
-    pixels = np.stack([transform.prepare(p.read_bytes(), 256).pixels for p in paths]).transpose(0, 3, 1, 2)
-    return paths, np.ascontiguousarray(pixels)
+    return paths, np.stack([transform.model_input(p) for p in paths])
 
 
 def predicted(run, paths, *args) -> np.ndarray:
@@ -67,23 +79,31 @@ def predicted(run, paths, *args) -> np.ndarray:
     return probs
 
 
-def test_program_and_onnx_load_without_alexctl_and_match_predict(two_runs, exported, photos, tmp_path):
+def test_program_and_onnx_load_without_alexctl_and_match_predict_through_the_public_transform(
+    two_runs, exported, photos, tmp_path
+):
     out, summary = exported
     paths, pixels = photos
-    np.save(tmp_path / "images.npy", pixels)
     proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_ALEXCTL, str(out), str(tmp_path / "images.npy"), str(tmp_path / "probs.npz")],
+        [sys.executable, "-c", USERS_PROGRAM, str(out), str(tmp_path / "probs.npz"), *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     forms = np.load(tmp_path / "probs.npz")
+    assert list(forms["loaded"]) == ["alexctl", "alexctl.data", "alexctl.data.transform"]
+    assert np.array_equal(forms["images"], pixels) and forms["images"].dtype == np.uint8
     expected = predicted(two_runs[0], paths)
     for form in ("pt2", "onnx"):
         assert forms[form].shape == expected.shape and forms[form].dtype == np.float32, form
         assert np.abs(forms[form] - expected).max() < TOLERANCE, form
     assert np.allclose(forms["pt2"].sum(1), 1.0, atol=1e-5)
+    # What the README warns against: torchvision's own Resize(256) + CenterCrop(256) of the same files is not
+    # the same input (another decoder and resampler), hence model_input.
+    stock = v2.Compose([v2.Resize(256), v2.CenterCrop(256)])
+    theirs = np.stack([np.asarray(stock(Image.open(p).convert("RGB"))).transpose(2, 0, 1) for p in paths])
+    assert theirs.shape == pixels.shape and np.abs(theirs.astype(int) - pixels).mean() > 0.5
 
 
 def test_state_dict_rebuilt_through_alexctl_matches_predict(two_runs, exported, photos):
@@ -117,7 +137,11 @@ def test_manifest_and_class_list_describe_the_files(two_runs, exported):
     assert manifest["output"]["shape"] == ["N", 10] and manifest["crops"] == 10
     classes = json.loads((out / "classes.json").read_text())
     ckpt = checkpoint.load_weights(two_runs[0] / "checkpoints" / "best.pt")
-    assert [c["class"] for c in classes] == checkpoint.classes_of(ckpt)
+    assert [c["class"] for c in classes["classes"]] == checkpoint.classes_of(ckpt)
+    # One schema: the export's class list is the data directory's, key for key and value for value.
+    data_dir = ckpt["data"]["dir"]
+    assert classes == json.loads(rundir.DataDir(Path(data_dir)).classes.read_text())
+    assert list(classes["classes"][0]) == ["index", "class", "name"]
     assert summary["command"] == "export" and summary["dir"] == str(out)
     assert summary["forms"].keys() == manifest["forms"].keys()
     assert not list(out.glob(f".*{rundir.TMP_MARK}*"))
@@ -146,3 +170,12 @@ def test_one_crop_state_dict_export_and_what_is_refused(two_runs, exported, phot
     blocked.write_text("")
     assert "cannot be written" in invoke("export", two_runs[0], "--out", blocked / "sub").stderr
     assert invoke("export", tmp_path / "no-run", "--out", tmp_path / "y").returncode == 2
+
+
+def test_a_data_directory_with_the_old_class_list_keys_still_reads(slice_data, tmp_path):
+    new = json.loads(rundir.DataDir(slice_data).classes.read_text())
+    old = {"classes": [{"index": c["index"], "wnid": c["class"], "name": c["name"]} for c in new["classes"]]}
+    (tmp_path / "classes.json").write_text(json.dumps(old))
+    read = labels.read_class_file(tmp_path)  # --classes DATA_DIR
+    assert read == labels.ClassList.from_json(new) and read.wnids[0] == new["classes"][0]["class"]
+    assert labels.ClassList.from_json(new).to_json() == new

@@ -19,6 +19,7 @@ from alexctl.checkpoint import load_weights
 from alexctl.config import RuntimeOptions
 from alexctl.data.loader import load_split
 from alexctl.nets.build import model_from_checkpoint
+from alexctl.nets.kernel_grid import kernel_grid
 from alexctl.reporting import figures, report
 
 from helpers import invoke, json_output
@@ -68,7 +69,7 @@ def test_report_of_two_runs_and_an_ensemble(two_runs, ensemble_dir, slice_data, 
     assert summary["out"] == str(out) and summary["report"] == str(out / "report.md") and summary["runs"] == 3
     expected = ["curves.png", "conv1-seed0.png", "conv1-seed1.png", "top5.png", "neighbours.png"]
     assert [Path(f).name for f in summary["figures"]] == expected
-    assert sorted(p.name for p in out.iterdir()) == sorted(expected + [".lock", "report.md"])  # no temporaries
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + ["report.md"])  # no temporaries, no .lock
     for name in expected:
         with Image.open(out / name) as im:
             im.load()
@@ -124,7 +125,7 @@ def test_report_of_two_runs_and_an_ensemble(two_runs, ensemble_dir, slice_data, 
     (out / ".top5.png.tmp.12345").write_bytes(b"half a png")
     alone = json_output(_run(ensemble_dir, "--out", out, "--images", "3", "--json"))
     assert [Path(f).name for f in alone["figures"]] == ["top5.png"] and alone["runs"] == 1
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "report.md", "top5.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "top5.png"]
     page = (out / "report.md").read_text()
     assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page) == ["top5.png"]
     assert "No training curves" in page and "No conv1 kernels and no nearest neighbours" in page
@@ -204,7 +205,7 @@ def test_kernel_grid_for_any_width_one_column_and_the_cifar_net():
     torch.manual_seed(0)
     cifar = torch.randn(64, 3, 5, 5)
     cifar[3] = 0.25  # a constant kernel has no pattern: mid-grey
-    grid = figures.kernel_grid(cifar, columns=1, padding=2)
+    grid = kernel_grid(cifar, columns=1, padding=2)
     zoom = ((grid.shape[2] - 2) / 16 - 2) / 5  # sixteen kernels a row: W = 16 (5 zoom + 2) + 2
     assert zoom == int(zoom) and 40 <= 5 * zoom <= 70
     cell = int(5 * zoom + 2)
@@ -215,8 +216,8 @@ def test_kernel_grid_for_any_width_one_column_and_the_cifar_net():
     first = grid[:, 2 : 2 + cell - 2, 2:cell]  # kernel 0, per-kernel min..max, enlarged by nearest
     expected = (cifar[0] - cifar[0].min()) / (cifar[0].max() - cifar[0].min())
     assert torch.allclose(first[:, :: int(zoom), :: int(zoom)], expected, atol=1e-6)
-    paper = figures.kernel_grid(torch.randn(96, 3, 11, 11), columns=2)
-    one_block = figures.kernel_grid(torch.randn(48, 3, 11, 11), columns=1)
+    paper = kernel_grid(torch.randn(96, 3, 11, 11), columns=2)
+    one_block = kernel_grid(torch.randn(48, 3, 11, 11), columns=1)
     assert paper.shape[2] == one_block.shape[2] and paper.shape[1] > 2 * one_block.shape[1]  # two blocks and a gap
 
 
@@ -303,3 +304,10 @@ def test_lr_cuts_and_their_marks_on_the_curves():
     for ax in fig.axes:
         marks = sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--")
         assert marks == [2.5, 4.5]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["val", "train", "lr / 10"]
+    # A run whose rate never changed has no dashed line, and so no legend entry for one.
+    constant = figures.plot_curves(
+        [report.Run(Path("b"), "train", [{**r, "lr": 0.01, "lr_reduced_after": False} for r in rows], name="b")]
+    )
+    assert not [line for ax in constant.axes for line in ax.lines if line.get_linestyle() == "--"]
+    assert [t.get_text() for t in constant.axes[0].get_legend().get_texts()] == ["val", "train"]

@@ -34,11 +34,17 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_a_run_writes_its_files_and_summary(data, tmp_path):
     run = tmp_path / "run"
-    summary = json_output(
-        invoke(
-            "train", run, "--data", data, "--epochs", "3", "--keep", "1", "--workers", "2", "--json", *TINY, check=True
-        )
+    trained = invoke(
+        "train", run, "--data", data, "--epochs", "3", "--keep", "1", "--workers", "2", "--json", *TINY, check=True
     )
+    summary = json_output(trained)
+    # One short first line; where each split is held, and why, in --json and run.json.
+    first = trained.stderr.splitlines()[0]
+    assert first == f"alexctl: {run}: epoch 1 of 3, 110 training images held decoded, 10 val held decoded."
+    assert summary["splits"]["train"]["residency"] == "decoded" and summary["splits"]["val"]["images"] == 10
+    assert "budget" in summary["splits"]["train"]["reason"]
+    assert json.loads((run / "run.json").read_text())["splits"] == summary["splits"]
+    assert summary["tensorboard"] == str(run / "tensorboard") and len(list((run / "tensorboard").iterdir())) == 1
     for key in (
         "checkpoint",
         "last_checkpoint",
@@ -72,7 +78,12 @@ def test_a_run_writes_its_files_and_summary(data, tmp_path):
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert best["epoch"] == summary["best_epoch"] and best["mean_image"].shape == (3, 256, 256)
     # Running the finished command again does nothing; raising --epochs trains further.
-    again = json_output(invoke("train", run, "--data", data, "--epochs", "3", "--json", *TINY, check=True))
+    repeated = invoke("train", run, "--data", data, "--epochs", "3", "--json", *TINY, check=True)
+    assert (
+        repeated.stderr.splitlines()[0]
+        == f"alexctl: {run}: 3 of 3 epochs trained; nothing to do (raise --epochs to train further)."
+    )
+    again = json_output(repeated)
     assert again["epochs_completed"] == 3 and again["resumed_from"] == {"epoch": 3, "step": 0}
     further = json_output(invoke("train", run, "--data", data, "--epochs", "4", "--json", *TINY, check=True))
     assert further["epochs_completed"] == 4
@@ -267,6 +278,8 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_mid_epoch_resume_matches_an
         assert row["train_top1_error"] == ref["train_top1_error"] and row["val_top1_error"] == ref["val_top1_error"]
     final, uninterrupted = weights(run / "checkpoints" / "last.pt"), weights(whole / "checkpoints" / "last.pt")
     assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)
+    # TensorBoard's event files come from rank 0 alone: one per torchrun, not one per rank.
+    assert [len(list((d / "tensorboard").iterdir())) for d in (whole, run)] == [1, 2]
 
 
 def test_the_paper_net_and_update_rule_fit_a_batch_of_real_photos(imagenette_slice):
