@@ -155,7 +155,7 @@ def train(
 ) -> dict:
     """Train torchvision's alexnet on `data_dir`'s train files with the stock recipe, evaluating the val files'
     center crop after every epoch; resumes from run_dir/last.pt; final.pt and train.json last."""
-    import torchvision
+    import torchvision  # ~1 s to import; the rest of alexctl needs only torchvision.io and .transforms
 
     run_dir = Path(run_dir)
     settings = {
@@ -181,16 +181,7 @@ def train(
         net.parameters(), lr=RECIPE["lr"], momentum=RECIPE["momentum"], weight_decay=RECIPE["weight_decay"]
     )
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, RECIPE["lr_step_size"], RECIPE["lr_gamma"])
-    epoch, rows = 0, []
-    if last.exists():
-        saved = rundir.load_torch(last, "stock checkpoint")
-        if saved["settings"] != settings:
-            raise UserError(f"{run_dir} holds a stock run with other settings; remove it or use another folder.")
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        epoch, rows = saved["epoch"], saved["rows"]
-        log(f"stock: resuming {run_dir} after epoch {epoch}")
+    epoch, rows = _resume(last, settings, net, optimizer, schedule) if last.exists() else (0, [])
     cuda = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         ImageFiles(files.train, files.train_labels, train_transform(crop)),
@@ -203,16 +194,7 @@ def train(
     while epoch < epochs:
         epoch += 1
         started = time.monotonic()
-        net.train()
-        loss_sum, seen = torch.zeros((), device=device), 0
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            seen += len(y)
+        train_loss = _train_epoch(net, loader, optimizer, device)
         lr = schedule.get_last_lr()[0]
         schedule.step()
         errors = _errors(net, val, batch_size, workers, device, crops=1)
@@ -220,7 +202,7 @@ def train(
             {
                 "epoch": epoch,
                 "lr": lr,
-                "train_loss": float(loss_sum) / seen,
+                "train_loss": train_loss,
                 "val_top1_error": errors[1],
                 "val_top5_error": errors[5],
                 "seconds": round(time.monotonic() - started, 3),
@@ -257,6 +239,33 @@ def train(
     rundir.write_json(summary_path, summary)  # last: the run is complete
     last.unlink(missing_ok=True)
     return {**summary, "already_done": False}
+
+
+def _resume(last: Path, settings: dict, net, optimizer, schedule) -> tuple[int, list[dict]]:
+    """The state of an interrupted stock run from its last.pt: (epochs done, their rows)."""
+    saved = rundir.load_torch(last, "stock checkpoint")
+    if saved["settings"] != settings:
+        raise UserError(f"{last.parent} holds a stock run with other settings; remove it or use another folder.")
+    net.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    log(f"stock: resuming {last.parent} after epoch {saved['epoch']}")
+    return saved["epoch"], saved["rows"]
+
+
+def _train_epoch(net, loader, optimizer, device: torch.device) -> float:
+    """One epoch of the recipe (cross-entropy, SGD); the mean training loss."""
+    net.train()
+    loss_sum, seen = torch.zeros((), device=device), 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        seen += len(y)
+    return float(loss_sum) / seen
 
 
 def evaluate(

@@ -115,14 +115,12 @@ def command(
         alexctl predict holiday/ photos.tar --run runs/ensemble5 --format csv > predictions.csv
         find shots -name '*.png' | alexctl predict - --run runs/seed0 --crops 1 --format jsonl
     """
-    import numpy as np
 
     from alexctl import device
-    from alexctl.console import log, no_progress, progress
-    from alexctl.data.image_files import ImageFiles, find
+    from alexctl.console import log
+    from alexctl.data.image_files import find
     from alexctl.errors import UserError, WorkFailed
-    from alexctl.inference.classify import classify, load_classifier, top_classes
-    from alexctl.stop import StopSignals
+    from alexctl.inference.classify import load_classifier
 
     started = time.monotonic()
     inference = InferenceOptions(crops=int(crops), checkpoint=checkpoint, batch_size=batch_size)
@@ -161,10 +159,58 @@ def command(
 
     for name, reason in missing:
         skip(name, reason)
+    tick = time.monotonic()
+    _classify_files(files, classifier, inference, runtime, k, out, results, skip)
+    seconds = time.monotonic() - tick
+    predicted = len(files) - (len(skipped) - len(missing))
+    summary = _summary(run, classifier, inference, k, files, missing, skipped, predicted, seconds, started)
+    if as_json:
+        summary["results"] = results
+    if predicted == 0:
+        raise WorkFailed(
+            f"none of the {summary['images']} files could be read as an image (see the skipped files above).", summary
+        )
+    line = (
+        f"{predicted} image{'s' if predicted != 1 else ''} classified by {run} ({crops} crop"
+        f"{'s' if crops != '1' else ''}, {len(classifier.members)} network"
+        f"{'s' if len(classifier.members) != 1 else ''}) in {seconds:.1f} s"
+        + (f"; {len(skipped)} skipped" if skipped else "")
+    )
+    if as_json or output_format == "table":
+        emit(summary, as_json, [line], command="predict", directory=run)
+    else:
+        log(line)  # stdout holds the csv or jsonl rows alone
+
+
+def _summary(run, classifier, inference, k, files, missing, skipped, predicted, seconds, started) -> dict:
+    return {
+        "run_dir": str(run),
+        "checkpoints": [str(m.checkpoint) for m in classifier.members],
+        "members": len(classifier.members),
+        "crops": inference.crops,
+        "top_k": k,
+        "images": len(files) + len(missing),
+        "predicted": predicted,
+        "skipped": len(skipped),
+        "skipped_files": skipped,
+        "images_per_second": round(predicted / max(seconds, 1e-9), 2),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _classify_files(files, classifier, inference: InferenceOptions, runtime, k: int, out, results: list, skip) -> None:
+    """Classify `files` batch by batch: each batch's rows printed by `out` as it is done (or kept in `results`
+    for --json); unreadable files reported through `skip`. A stop signal is noticed between batches."""
+    import numpy as np
+
+    from alexctl.console import no_progress, progress
+    from alexctl.data.image_files import ImageFiles
+    from alexctl.inference.classify import classify, top_classes
+    from alexctl.stop import StopSignals
+
     size = inference.batch_size
     batches = [np.arange(i, min(i + size, len(files))) for i in range(0, len(files), size)]
     show = progress if len(files) > size else no_progress  # a handful of images needs no progress lines
-    tick = time.monotonic()
     with (
         show("predict", len(files)) as bar,
         ImageFiles(
@@ -195,37 +241,6 @@ def command(
                 out.write(rows)
             done = indices[-1] + 1 if len(indices) else 0
             stop.check(f"after {done} of {len(files)} images; the rows printed are whole: predict the rest again.")
-    seconds = time.monotonic() - tick
-    predicted = len(files) - (len(skipped) - len(missing))
-    summary = {
-        "run_dir": str(run),
-        "checkpoints": [str(m.checkpoint) for m in classifier.members],
-        "members": len(classifier.members),
-        "crops": inference.crops,
-        "top_k": k,
-        "images": len(files) + len(missing),
-        "predicted": predicted,
-        "skipped": len(skipped),
-        "skipped_files": skipped,
-        "images_per_second": round(predicted / max(seconds, 1e-9), 2),
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    if as_json:
-        summary["results"] = results
-    if predicted == 0:
-        raise WorkFailed(
-            f"none of the {summary['images']} files could be read as an image (see the skipped files above).", summary
-        )
-    line = (
-        f"{predicted} image{'s' if predicted != 1 else ''} classified by {run} ({crops} crop"
-        f"{'s' if crops != '1' else ''}, {len(classifier.members)} network"
-        f"{'s' if len(classifier.members) != 1 else ''}) in {seconds:.1f} s"
-        + (f"; {len(skipped)} skipped" if skipped else "")
-    )
-    if as_json or output_format == "table":
-        emit(summary, as_json, [line], command="predict", directory=run)
-    else:
-        log(line)  # stdout holds the csv or jsonl rows alone
 
 
 def _stdin_paths() -> list[str]:

@@ -331,8 +331,11 @@ def command(
         progress=progress,
         command=sys.argv,
     )
-    if runtime.rank != 0:
-        return
+    if runtime.rank == 0:  # the other ranks print nothing
+        _print_summary(summary, as_json, run_dir)
+
+
+def _print_summary(summary: dict, as_json: bool, run_dir: Path) -> None:
     chance = 1 - 1 / summary["classes"]
     emit(
         summary,

@@ -9,7 +9,7 @@
     (Figure 1, 3.1, the epochs to a training error: alexctl.reporting.convergence)
 
 Everything is read from the runs' own files (metrics.jsonl, config.json, eval/*.json); alexctl.reporting.report
-loads them (report.Run) and calls this module. Errors and differences are fractions of a held-out split;
+loads them (reporting.runs.Run) and calls this module. Errors and differences are fractions of a held-out split;
 the tables print differences in percentage points (variant minus baseline: positive means the change
 costs accuracy, as removing a part of the paper's recipe should).
 """
@@ -182,7 +182,7 @@ class Ablations:
 
 
 def ablations(runs: list, baseline: str) -> Ablations:
-    """Every group of `runs` (report.Run, grouped by label) against the group labelled `baseline`: the
+    """Every group of `runs` (reporting.runs.Run, grouped by label) against the group labelled `baseline`: the
     setting that differs names the paper's claim. Then ten crops against one on the baseline's runs, and
     each ensemble against its members. Raises ValueError naming a missing baseline."""
     groups: dict[str, list] = {}

@@ -81,7 +81,7 @@ class Figure1:
 
 
 def figure1(runs: list, reach: float) -> Figure1:
-    """Each training run (report.Run with metrics rows) on its way to `reach`. If a run never gets there,
+    """Each training run (reporting.runs.Run with metrics rows) on its way to `reach`. If a run never gets there,
     the threshold becomes the lowest whole percent that every run reaches, and the table says so."""
     curves = [r for r in runs if r.rows]
     lowest_of_all = max((min(row["train_top1_error"] for row in r.rows) for r in curves), default=reach)
@@ -211,7 +211,7 @@ class Overfitting:
 
 
 def overfitting(base: list, variant: list, seed_of) -> Overfitting | None:
-    """Both groups' runs (report.Run with metrics rows) on their training curves; None where a run has no rows."""
+    """Both groups' runs (reporting.runs.Run with metrics rows) on their training curves; None where a run has no rows."""
     runs = base + variant
     if not all(r.rows for r in runs):
         return None

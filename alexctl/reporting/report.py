@@ -17,17 +17,16 @@ Agg canvas, never pyplot: a report leaves the process's backend and figure regis
 from __future__ import annotations
 
 import io
-import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from alexctl import __version__, rundir
+from alexctl import rundir
 from alexctl.checkpoint import load_weights
 from alexctl.config import RuntimeOptions
 from alexctl.data.loader import Split, load_split
@@ -39,6 +38,8 @@ from alexctl.nets.build import model_from_checkpoint
 from alexctl.nets.kernel_grid import grid_columns, kernel_grid
 from alexctl.reporting import claims, convergence
 from alexctl.reporting import figures as draw
+from alexctl.reporting.page import render_markdown
+from alexctl.reporting.runs import Run, load_runs
 from alexctl.rundir import Evaluation
 
 NEIGHBOURS_SHOWN = 6  # Figure 4 (right): six training images per test image
@@ -46,23 +47,6 @@ FIGURES = ("curves.png", "training-error.png", "top5.png", "neighbours.png")  # 
 CLAIMS = ("claims.md", "claims.json")
 BATCH = 64
 CHUNK = 4096  # images whose features are held at once while searching for neighbours
-
-
-@dataclass
-class Run:
-    """One RUN_DIR argument, read once."""
-
-    path: Path
-    kind: str  # "train" or "ensemble"
-    rows: list[dict] = field(default_factory=list)  # metrics.jsonl
-    config: dict = field(default_factory=dict)  # config.json (train) or run.json (ensemble)
-    evals: dict[int, dict] = field(default_factory=dict)  # crops -> eval/<split>-<crops>crop.json
-    name: str = ""  # unique among the report's runs, safe in a file name
-    label: str = ""  # how the page names it: LABEL of a LABEL=DIR argument, else the name
-
-    @property
-    def dir(self) -> rundir.RunDir:
-        return rundir.RunDir(self.path)
 
 
 def report(
@@ -112,30 +96,7 @@ def report(
     # Two reports into one folder would mix their figures; the lock file goes when the report is written.
     with rundir.DirectoryLock(out / ".lock", "report", remove=True):
         rundir.remove_temporaries(out)  # what a killed report left
-        if any(r.rows for r in runs):
-            draw.save_figure(draw.plot_curves([r for r in runs if r.rows]), out / "curves.png")
-            figures.append(
-                (
-                    "curves.png",
-                    "Training curves: loss and top-1 error (solid: val, dotted: train) and "
-                    "val top-5 error against epoch; dashed verticals where the learning rate was divided "
-                    "(section 5).",
-                )
-            )
-        else:
-            notes.append("No training curves: no run given has a metrics.jsonl (ensembles have none).")
-        if figure1 is not None:
-            thresholds = sorted({figure1.reach, figure1.threshold})
-            draw.save_figure(
-                draw.plot_training_error([r for r in runs if r.rows], thresholds), out / "training-error.png"
-            )
-            figures.append(
-                (
-                    "training-error.png",
-                    "Training error against epochs (the paper's Figure 1: solid "
-                    "ReLU, dashed tanh), dotted at " + " and ".join(f"{t:.0%}" for t in thresholds) + ".",
-                )
-            )
+        _draw_curves(out, runs, figure1, figures, notes)
         figures += [_conv1_figure(run, checkpoints[run.name], out) for run in weighted]
         if not weighted:
             notes.append("No conv1 kernels and no nearest neighbours: no training run given has checkpoints/best.pt.")
@@ -189,6 +150,34 @@ def report(
     return {**summary, "claims": str(out / "claims.md")} if tables else summary
 
 
+def _draw_curves(
+    out: Path, runs: list[Run], figure1: convergence.Figure1 | None, figures: list[tuple[str, str]], notes: list[str]
+) -> None:
+    """curves.png (every run with metrics) and, with --reach, training-error.png (Figure 1)."""
+    if any(r.rows for r in runs):
+        draw.save_figure(draw.plot_curves([r for r in runs if r.rows]), out / "curves.png")
+        figures.append(
+            (
+                "curves.png",
+                "Training curves: loss and top-1 error (solid: val, dotted: train) and "
+                "val top-5 error against epoch; dashed verticals where the learning rate was divided "
+                "(section 5).",
+            )
+        )
+    else:
+        notes.append("No training curves: no run given has a metrics.jsonl (ensembles have none).")
+    if figure1 is not None:
+        thresholds = sorted({figure1.reach, figure1.threshold})
+        draw.save_figure(draw.plot_training_error([r for r in runs if r.rows], thresholds), out / "training-error.png")
+        figures.append(
+            (
+                "training-error.png",
+                "Training error against epochs (the paper's Figure 1: solid "
+                "ReLU, dashed tanh), dotted at " + " and ".join(f"{t:.0%}" for t in thresholds) + ".",
+            )
+        )
+
+
 def _write_claims(
     out: Path, runs: list[Run], figure1: convergence.Figure1 | None, ablations: claims.Ablations | None
 ) -> str:
@@ -218,41 +207,6 @@ def _write_claims(
     text = "\n".join([f"Runs trained {numbers['measured']}.", ""] + parts)
     rundir.atomic_write_bytes(out / "claims.md", text.encode())
     return text
-
-
-def load_runs(paths: Iterable[Path | str], split: str) -> list[Run]:
-    """Each path (or LABEL=PATH) as a Run, or a UserError naming the one that is neither kind."""
-    runs: list[Run] = []
-    for given in paths:
-        label, _, path = str(given).rpartition("=") if "=" in str(given) else ("", "", str(given))
-        path = Path(path)
-        d = rundir.RunDir(path)
-        if not path.is_dir():
-            raise UserError(f"run directory {path} does not exist.")
-        if any(path.resolve() == r.path.resolve() for r in runs):
-            raise UserError(f"run directory {path} is listed twice.")
-        manifest = rundir.read_json(d.manifest, "run manifest") if d.manifest.exists() else {}
-        if manifest.get("kind") == "ensemble":
-            run = Run(path, "ensemble", config=manifest)
-        elif d.config.exists() or d.metrics.exists() or d.checkpoints.is_dir():
-            config = rundir.read_json(d.config, "run configuration") if d.config.exists() else {}
-            run = Run(path, "train", rundir.read_jsonl(d.metrics), config)
-        else:
-            raise UserError(
-                f"{path} is neither a training run (no config.json, metrics.jsonl or checkpoints/) "
-                "nor an ensemble (no run.json of kind ensemble)."
-            )
-        run.evals = {
-            c: rundir.read_json(d.eval_metrics(Evaluation(split, c)), "eval metrics")
-            for c in (1, 10)
-            if d.eval_metrics(Evaluation(split, c)).exists()
-        }
-        base = run.name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.resolve().name) or "run"
-        while run.name in {r.name for r in runs}:  # a second .../seed0 becomes seed0-2
-            run.name = f"{base}-{int(run.name[len(base) + 1 :] or 1) + 1}"
-        run.label = label or run.name
-        runs.append(run)
-    return runs
 
 
 def spread(n: int, count: int) -> np.ndarray:
@@ -407,104 +361,3 @@ def _predictions(
             net, source, chosen, ckpt["mean_image"].to(runtime.primary), crops=1, runtime=runtime, batch_size=BATCH
         )
     return probs, f"center-crop predictions computed for this report with `{path}` (no eval files found)"
-
-
-# ---------------------------------------------------------------- the page
-
-
-def render_markdown(
-    runs: list[Run],
-    figures: list[tuple[str, str]],
-    notes: list[str],
-    data: dict,
-    split: str,
-    *,
-    title: str = "AlexNet runs",
-    reach: float | None = None,
-    claims_md: str = "",
-) -> str:
-    header = [
-        "run",
-        "path",
-        "kind",
-        "epochs",
-        "best val top-1",
-        "best val top-5",
-        "1-crop top-1",
-        "1-crop top-5",
-        "10-crop top-1",
-        "10-crop top-5",
-        "images/s (median)",
-    ]
-    if reach is not None:
-        header.append(f"first epoch with train error <= {reach:.0%}")
-    lines = [
-        f"# {title}",
-        "",
-        f"Written by alexctl {__version__} `report`. Errors on the {split} split; best val: "
-        "the epoch with the lowest val top-1 error, as `train` keeps best.pt. Every figure is read from the "
-        "run directories named in the table.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for run in runs:
-        best = min(run.rows, key=lambda r: r["val_top1_error"]) if run.rows else {}  # the first minimum
-        planned = run.config.get("train", {}).get("epochs")
-        epochs = "—" if run.kind == "ensemble" else f"{len(run.rows)}" + (f"/{planned}" if planned else "")
-        rates = [r["images_per_second"] for r in run.rows if r.get("images_per_second") is not None]
-        kind = f"ensemble of {run.config.get('members')}" if run.kind == "ensemble" else "train"
-        cells = [
-            run.label,
-            f"`{run.path}`",
-            kind,
-            epochs,
-            _pct(best.get("val_top1_error")),
-            _pct(best.get("val_top5_error")),
-        ]
-        cells += [_pct(run.evals.get(c, {}).get(k)) for c in (1, 10) for k in ("top1_error", "top5_error")]
-        cells.append(f"{float(np.median(rates)):.1f}" if rates else "—")
-        if reach is not None:
-            cells.append(first_epoch_reaching(run.rows, reach))
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    ensembles = [r for r in runs if r.kind == "ensemble"]
-    lines += ["", "## Ensembles", ""] if ensembles else []
-    for run in ensembles:  # each member's own errors, as the ensemble read them (top-1 / top-5)
-        ev = run.evals.get(max(run.evals, default=0), {})
-        e1, e5 = ev.get("member_top1_errors", []), ev.get("member_top5_errors", [])
-        members = [
-            f"`{m}`" + (f" ({_pct(e1[n])} / {_pct(e5[n])})" if n < min(len(e1), len(e5)) else "")
-            for n, m in enumerate(run.config.get("member_dirs", []))
-        ]
-        lines.append(f"- **{run.name}** averages {', '.join(members)}.")
-    lines += ["", claims_md] if claims_md else []
-    lines += ["", "## Figures", ""]
-    for name, caption in figures:
-        lines += [f"![{name}]({name})", "", caption, ""]
-    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
-    if data:
-        searched = (
-            f" Nearest neighbours searched {data['train_searched']} of the {data['train_images']} training images."
-            if "train_searched" in data
-            else ""
-        )
-        lines += [
-            "## Data",
-            "",
-            f"Data directory `{data['dir']}`, split `{data['split']}`: {data['images']} "
-            f"images, {data['classes']} classes.{searched}",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def first_epoch_reaching(rows: list[dict], error: float) -> str:
-    """The first epoch whose training top-1 error is at most `error` (Figure 1's measure), as a table cell."""
-    first = convergence.first_epoch_at_most(
-        [r["epoch"] for r in rows], [r.get("train_top1_error", 1.0) for r in rows], error
-    )
-    return str(first) if first is not None else (f"not within {len(rows)}" if rows else "—")
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2%}"

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -70,16 +71,42 @@ class Progress:
         )
 
 
-class Saver:
-    """What is saved when: last.pt mid-epoch (every --checkpoint-minutes or --checkpoint-steps, and when a
-    stop is requested) and, at every --checkpoint-epochs-th epoch end and after the last epoch, the epoch's
-    checkpoint, best.pt, last.pt; the metrics row after every epoch. The best epoch's weights wait in host
-    memory until the next save, and every save of last.pt writes them first, so that best.pt always matches
-    the progress last.pt records. (A short epoch -- Imagenette on a GPU takes under a second -- would
-    otherwise spend most of its time writing three 244 MB files.)
+def save_due(options: CheckpointOptions, last_save: float, step: int) -> tuple[bool, bool]:
+    """(a time-based save is due on this rank, a step-based save is due on every rank) after `step`."""
+    by_time = bool(options.checkpoint_minutes) and time.monotonic() - last_save >= options.checkpoint_minutes * 60
+    return by_time, bool(options.checkpoint_steps) and step % options.checkpoint_steps == 0
 
-    Under DDP the ranks decide together (a tiny all-reduce every AGREE_EVERY steps), so that they save and
-    stop at the same step; a mid-epoch save gathers the running sums of all ranks into rank 0's."""
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What every checkpoint of a run says about itself besides the weights (alexctl.checkpoint.weights)."""
+
+    model_config: ModelConfig
+    classes: list[str]  # wnids, in the order of the outputs
+    class_names: list[str]
+    mean_image: Any  # (3, S, S) float32 tensor, 0..255 units: what the net's inputs had subtracted
+    data: dict  # the data directory's identity (alexctl.training.splits)
+
+    def weights(self, net, epoch: int, val: dict | None) -> dict:
+        return checkpoint.weights(
+            net,
+            self.model_config,
+            classes=self.classes,
+            class_names=self.class_names,
+            mean_image=self.mean_image,
+            data=self.data,
+            epoch=epoch,
+            val=val,
+        )
+
+
+class Saver:
+    """What is saved when: last.pt mid-epoch (every --checkpoint-minutes or --checkpoint-steps, and on a stop);
+    at every --checkpoint-epochs-th epoch end and after the last, the epoch's checkpoint, best.pt, last.pt; the
+    metrics row after every epoch. The best weights wait in host memory until the next save of last.pt, which
+    writes them first, so best.pt always matches last.pt's progress (a sub-second GPU epoch would otherwise
+    spend its time writing three 244 MB files). Under DDP the ranks agree (an all-reduce every AGREE_EVERY
+    steps) to save and stop at the same step; a mid-epoch save gathers all ranks' running sums into rank 0's."""
 
     AGREE_EVERY = 20  # steps between the ranks' agreements on time-based saves and stops (DDP only)
     REPORT_SECONDS = 10  # how often the lock record (what `status` shows) is rewritten
@@ -92,18 +119,13 @@ class Saver:
         schedule,
         state: Progress,
         *,
-        model_config: ModelConfig,
-        classes: list[str],
-        class_names: list[str],
-        mean_image,
-        data: dict,
+        about: RunRecord,
         runtime: Runtime,
         options: CheckpointOptions,
         lock,
     ) -> None:
         self.run, self.net, self.optimizer, self.schedule, self.state = run, net, optimizer, schedule, state
-        self.model_config, self.mean_image, self.data = model_config, mean_image, data
-        self.classes, self.class_names = classes, class_names
+        self.about = about
         self.runtime, self.options, self.lock = runtime, options, lock
         self.last_save = self.last_report = time.monotonic()
         self.unsaved_best: dict | None = None  # the best epoch's weights, not yet in best.pt (rank 0 only)
@@ -112,7 +134,7 @@ class Saver:
         def after(step: int, flush: Callable[[], None]) -> None:
             bar.advance(len(batches[step - 1]))
             self._report(epoch=epoch, epochs=epochs, step=step, steps=len(batches))
-            due, stopping = self._due(step), stop.requested
+            due, stopping = save_due(self.options, self.last_save, step), stop.requested
             if self.runtime.world > 1:
                 if step % self.AGREE_EVERY and not due[1]:
                     return
@@ -131,12 +153,6 @@ class Saver:
 
         return after
 
-    def _due(self, step: int) -> tuple[bool, bool]:
-        """(time-based save due on this rank, step-based save due on every rank)."""
-        o = self.options
-        by_time = bool(o.checkpoint_minutes) and time.monotonic() - self.last_save >= o.checkpoint_minutes * 60
-        return by_time, bool(o.checkpoint_steps) and step % o.checkpoint_steps == 0
-
     def _save_mid_epoch(self) -> None:
         sums = self.state.current
         loss, correct, samples = all_reduce([sums.loss, sums.correct, sums.samples], self.runtime)
@@ -154,7 +170,7 @@ class Saver:
         resume (which rewrites the rows from last.pt and redoes the epochs after it)."""
         due = final or epoch % self.options.checkpoint_epochs == 0
         if self.runtime.leader:
-            record = self._weights(epoch, val) if improved or due else None
+            record = self.about.weights(self.net, epoch, val) if improved or due else None
             if improved:
                 self.unsaved_best = record
             if due:
@@ -170,23 +186,11 @@ class Saver:
             self.unsaved_best = None
         checkpoint.save_resume(
             self.run,
-            record or self._weights(self.state.epoch, None),
+            record or self.about.weights(self.net, self.state.epoch, None),
             optimizer=self.optimizer.state_dict(),
             schedule=self.schedule.state_dict(),
             progress=self.state.to_dict(),
             devices=len(self.runtime.devices),
-        )
-
-    def _weights(self, epoch: int, val: dict | None) -> dict:
-        return checkpoint.weights(
-            self.net,
-            self.model_config,
-            classes=self.classes,
-            class_names=self.class_names,
-            mean_image=self.mean_image,
-            data=self.data,
-            epoch=epoch,
-            val=val,
         )
 
     def _report(self, **where) -> None:

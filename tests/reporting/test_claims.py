@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from alexctl.reporting import claims, convergence, figures
-from alexctl.reporting.report import Run
+from alexctl.reporting.runs import Run
 
 from helpers import invoke, json_output
 
