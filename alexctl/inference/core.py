@@ -62,9 +62,13 @@ def infer_batch(
     """(n, d) float32 on the device for one uint8 (n, 3, S, S) batch: `compute` averaged over the crops."""
     n = images.shape[0]
     if crops == 1:
-        patches = augment.center_crop(images, mean_image, crop=crop, memory_format=runtime.memory_format)
+        patches = augment.center_crop(
+            images, mean_image, crop=crop, memory_format=runtime.memory_format, dtype=runtime.dtype
+        )
     else:
-        patches = augment.ten_crop(images, mean_image, crop=crop, memory_format=runtime.memory_format).flatten(0, 1)
+        patches = augment.ten_crop(
+            images, mean_image, crop=crop, memory_format=runtime.memory_format, dtype=runtime.dtype
+        ).flatten(0, 1)
     return compute(patches).float().view(n, crops, -1).mean(1)
 
 
