@@ -81,11 +81,24 @@ def test_statistics_equal_a_direct_computation(samples_data, imagenet_samples):
     stored = np.load(data / "stats.npz")
     for key in ("mean_image", "channel_mean", "channel_std", "covariance", "eigenvalues", "eigenvectors"):
         assert np.array_equal(stored[key], direct[key]), key
-    # and the float64 arithmetic itself against plain numpy on the pixels
-    mean = direct["mean_image"]
-    assert mean.shape == (256, 256, 3) and 60 < mean.mean() < 160
-    flat = acc.image_sum.reshape(-1, 3).sum(0) / (268 * 256 * 256)
-    assert np.allclose(stored["channel_mean"], flat)
+    # and the statistics themselves against plain numpy on the pixels, two-pass (not the accumulator's formula)
+    pixels = np.stack([transform.prepare(p.read_bytes(), 256).pixels for p in sorted(imagenet_samples.iterdir())])
+    mean_image = pixels.mean(0, dtype=np.float64)
+    assert mean_image.shape == (256, 256, 3) and 60 < mean_image.mean() < 160
+    np.testing.assert_allclose(stored["mean_image"], mean_image, rtol=1e-12)
+    channel_mean = mean_image.mean((0, 1))
+    np.testing.assert_allclose(stored["channel_mean"], channel_mean, rtol=1e-12)
+    scatter = sum((image.reshape(-1, 3) - channel_mean).T @ (image.reshape(-1, 3) - channel_mean) for image in pixels)
+    covariance = scatter / (268 * 256 * 256)
+    np.testing.assert_allclose(stored["covariance"], covariance, rtol=1e-9)
+    np.testing.assert_allclose(stored["channel_std"], np.sqrt(np.diag(covariance)), rtol=1e-9)
+    values, vectors = np.linalg.eigh(covariance)  # ascending
+    np.testing.assert_allclose(stored["eigenvalues"], values[::-1], rtol=1e-9)  # largest first
+    for i in range(3):  # the same axes (an eigenvector's sign is arbitrary), each one of the covariance's
+        assert abs(stored["eigenvectors"][:, i] @ vectors[:, 2 - i]) == pytest.approx(1, abs=1e-9)
+        np.testing.assert_allclose(
+            covariance @ stored["eigenvectors"][:, i], values[2 - i] * stored["eigenvectors"][:, i], atol=1e-6
+        )
 
 
 def test_shards_read_back_with_plain_webdataset(samples_data):

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import simplejpeg
 import torch
+import torch.nn.functional as F
+import webdataset as wds
 
 from alexctl import rundir
 
@@ -364,6 +367,93 @@ def test_a_subset_with_center_crops_trains_on_exactly_those_images(data, tmp_pat
     assert json.loads((run / "config.json").read_text())["data"]["trained_images"] == 30
     too_many = invoke("train", tmp_path / "r2", "--data", data, "--subset", "1000", *TINY)
     assert too_many.returncode == 2 and "--subset 1000" in too_many.stderr
+
+
+# ---------------------------------------------------------------- what one training step feeds the net
+
+
+def train_images(data: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """The train split read back without alexctl's loader: (M, 3, 256, 256) uint8 images decoded with
+    libjpeg-turbo from the shards' bytes, the stored (3, 256, 256) float32 mean image, and the stored
+    eigenvalues (3,) and eigenvectors (3, 3) of the pixel covariance (0..255 units)."""
+    shards = sorted(str(p) for p in (data / "train").glob("*.tar"))
+    jpegs = [jpg for (jpg,) in wds.WebDataset(shards, shardshuffle=False).to_tuple("jpg")]
+    images = torch.from_numpy(np.stack([simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs]))
+    stats = np.load(data / "stats.npz")
+    mean = torch.from_numpy(stats["mean_image"].astype(np.float32)).permute(2, 0, 1)
+    return images.permute(0, 3, 1, 2).contiguous(), mean.contiguous(), stats["eigenvalues"], stats["eigenvectors"]
+
+
+def placements(fed: torch.Tensor, images: torch.Tensor, mean: torch.Tensor) -> list[tuple]:
+    """Where each fed (3, 224, 224) patch came from: (image, x, y, flipped, (3,) shift) such that
+    patch = reflect?(images[image] - mean)[:, y:y+224, x:x+224] + shift[c], found by search (its 2 x 8
+    corner against every origin of every image and its reflection, the best few checked on the whole patch)."""
+    m, crop = len(images), fed.shape[-1]
+    centred = images.float() - mean
+    candidates = torch.cat([centred, centred.flip(-1)])  # (2M, 3, 256, 256): the images, then their reflections
+    span = images.shape[-1] - crop + 1  # 33 origins per axis
+    corners = F.unfold(candidates[:, :, : span + 1, : span + 7], (2, 8))  # (2M, 48, 33 * 33)
+    found = []
+    for patch in fed:
+        residual = (patch[:, :2, :8].reshape(1, 48, 1) - corners).view(2 * m, 3, 16, span * span)
+        order = residual.var(2).sum(1).flatten().argsort()  # constant per channel: the lighting shift
+        for k in order[:50].tolist():
+            c, at = divmod(k, span * span)
+            y, x = divmod(at, span)
+            rest = patch - candidates[c, :, y : y + crop, x : x + crop]
+            shift = rest.flatten(1).median(1).values
+            if (rest - shift[:, None, None]).abs().max() < 1e-3:
+                flipped = c >= m
+                found.append((c % m, (span - 1 - x) if flipped else x, y, flipped, shift.numpy()))
+                break
+        else:
+            raise AssertionError("a patch fed to the net is no crop of a training image minus the mean image")
+    return found
+
+
+def fed_in_one_step(data: Path, run: Path, *flags: str) -> list[tuple[int, int, int, bool, np.ndarray]]:
+    """Train one step of 16 real photos and return where each patch the net was fed came from."""
+    fed = []
+
+    def first_input(module, inputs):  # every module's pre-hook: the net and its first layer see the same batch
+        x = inputs[0]
+        if module.training and x.ndim == 4 and x.shape[1] == 3 and not any(x is f for f in fed):
+            fed.append(x)
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(first_input)
+    try:
+        invoke(
+            "train", run, "--data", data, "--epochs", "1", "--subset", "16", "--seed", "5", *TINY, *flags, check=True
+        )
+    finally:
+        hook.remove()
+    assert len(fed) == 1 and fed[0].shape == (16, 3, 224, 224), [f.shape for f in fed]
+    images, mean, _, _ = train_images(data)
+    return placements(fed[0].detach(), images, mean)
+
+
+def test_one_training_step_feeds_the_net_the_papers_augmentation_and_only_what_is_asked(data, tmp_path):
+    """Section 4.1 as the trainer wires it, seen at the net's input: random crops, reflections and PCA
+    lighting when on; each one gone when switched off, and nothing else changed (the same draws)."""
+    _, _, eigenvalues, eigenvectors = train_images(data)
+    paper = fed_in_one_step(data, tmp_path / "paper")
+    origins = {(x, y) for _, x, y, _, _ in paper}
+    assert len(origins) > 8 and all(0 <= x <= 32 and 0 <= y <= 32 for x, y in origins)  # translations
+    assert 0 < sum(flipped for *_, flipped, _ in paper) < 16  # some images reflected, some not
+    shifts = np.stack([shift for *_, shift in paper])  # (16, 3) levels added to every pixel of each image
+    assert (np.abs(shifts).max(1) > 0.01).all() and len({tuple(np.round(s, 3)) for s in shifts}) == 16
+    # shift = 255 V (alpha * lambda / 255^2): the alphas behind the shifts are N(0, 0.1) draws
+    alphas = (shifts / 255.0) @ eigenvectors / (eigenvalues / 255.0**2)
+    assert 0.03 < alphas.std() < 0.3 and np.abs(alphas).max() < 0.6, alphas
+
+    fixed = fed_in_one_step(data, tmp_path / "fixed", "--no-flip", "--train-crop", "center")
+    assert [p[0] for p in fixed] == [p[0] for p in paper]  # the same images in the same order
+    assert all((x, y, flipped) == (16, 16, False) for _, x, y, flipped, _ in fixed)  # centre patches, none reflected
+    np.testing.assert_allclose(np.stack([p[4] for p in fixed]), shifts, atol=1e-3)  # the same lighting
+
+    plain = fed_in_one_step(data, tmp_path / "plain", "--lighting-std", "0")
+    assert [p[:4] for p in plain] == [p[:4] for p in paper]  # the same crops and reflections
+    assert np.abs(np.stack([p[4] for p in plain])).max() < 1e-3  # and no lighting
 
 
 def test_epoch_end_checkpoints_every_n_epochs_keep_best_in_step(data, tmp_path):
