@@ -8,9 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ from PIL import Image
 from alexctl.data import transform
 from alexctl.data.stats import StatsAccumulator, finish
 
-from helpers import invoke, json_output, tar_folder, tar_of_class_tars
+from helpers import freeze_at, invoke, json_output, start_cli, tar_folder, tar_of_class_tars
 
 
 def digest_tree(folder: Path) -> dict[str, str]:
@@ -218,26 +215,10 @@ def test_killed_run_leaves_nothing_complete_and_the_rerun_finishes(imagenette_sl
     reference = tmp_path / "reference"
     invoke("preprocess", imagenette_slice, reference, "--shard-size", "8", check=True)
     data = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "alexctl",
-            "preprocess",
-            str(imagenette_slice),
-            str(data),
-            "--shard-size",
-            "8",
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((data / "train").glob("shard-000003.npz")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc = start_cli("preprocess", imagenette_slice, data, "--shard-size", "8", "--workers", "1")
+    freeze_at(proc, lambda: list((data / "train").glob("shard-000003.npz")))  # 4 of 15 shards written
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the command; its worker, frozen too, goes on as it would
+    os.killpg(proc.pid, signal.SIGCONT)
     proc.wait()
     assert not (data / "train" / "manifest.json").exists()
     assert not (data / "stats.npz").exists()

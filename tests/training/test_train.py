@@ -21,7 +21,7 @@ import webdataset as wds
 
 from alexctl import rundir
 
-from helpers import invoke, json_output, run_cli
+from helpers import freeze_at, invoke, json_output, run_cli, start_cli
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
 
@@ -101,25 +101,21 @@ def test_sigkill_mid_epoch_then_rerun_ends_bit_identical(data, tmp_path):
     run_cli("train", reference, *args, check=True)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alexctl", "train", str(run), *map(str, args)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli("train", run, *args)
     last = run / "checkpoints" / "last.pt"
-    deadline = time.time() + 300
-    killed_at, stamp = None, 0
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and last.stat().st_mtime_ns != stamp:  # replaced atomically: safe to read
-            stamp = last.stat().st_mtime_ns
-            saved = torch.load(last, weights_only=False)
-            if saved["epoch"] == 1 and saved["progress"]["current"]["step"] > 0:  # a save in the middle of epoch 2
-                os.kill(proc.pid, signal.SIGKILL)
-                killed_at = saved
-                break
-        time.sleep(0.005)
+
+    stamp = [0]
+
+    def mid_epoch_two():  # a save in the middle of epoch 2 (last.pt is replaced atomically: safe to read)
+        if not last.exists() or last.stat().st_mtime_ns == stamp[0]:
+            return None
+        stamp[0] = last.stat().st_mtime_ns
+        saved = torch.load(last, weights_only=False)
+        return saved if saved["epoch"] == 1 and saved["progress"]["current"]["step"] > 0 else None
+
+    killed_at = freeze_at(proc, mid_epoch_two)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert killed_at is not None, "the run ended before it could be killed"
     assert killed_at["epoch"] == 1 and 0 < killed_at["progress"]["current"]["step"] < 14, "killed mid-epoch"
     assert not (run / "run.json").exists()
 
