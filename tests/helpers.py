@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXCTL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# A training run a CPU affords in seconds: the paper's net at 1/8 width, batches of 16, no timed checkpoints.
+TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
 
 
 def extract_imagenette_slice(out: Path, per_class: int, skip: int = 0) -> Path:
