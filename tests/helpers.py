@@ -88,6 +88,14 @@ def freeze_at(proc: subprocess.Popen, moment: Callable[[], object], *, slice_s: 
     raise AssertionError(f"the moment did not come in {timeout} s")
 
 
+def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    """`make ARGS` (a pipeline under pipelines/, say) in `cwd`, as a user runs it."""
+    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900
+    )
+
+
 def json_output(proc: subprocess.CompletedProcess) -> dict:
     """The --json contract: stdout is exactly one JSON object."""
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]

@@ -16,7 +16,7 @@ import torch
 
 from alexctl import rundir
 
-from helpers import TINY, freeze_at, json_output, run_cli, start_cli
+from helpers import TINY, freeze_at, invoke, json_output, start_cli
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_sigkill_mid_epoch_then_rerun_ends_bit_identical(data, tmp_path):
         "8",
     ]
     reference = tmp_path / "reference"
-    run_cli("train", reference, *args, check=True)
+    invoke("train", reference, *args, check=True)  # in this process: only the killed run needs one of its own
 
     run = tmp_path / "killed"
     proc = start_cli("train", run, *args)
@@ -65,7 +65,7 @@ def test_sigkill_mid_epoch_then_rerun_ends_bit_identical(data, tmp_path):
     assert killed_at["epoch"] == 1 and 0 < killed_at["progress"]["current"]["step"] < 14, "killed mid-epoch"
     assert not (run / "run.json").exists()
 
-    resumed = json_output(run_cli("train", run, *args, "--json", check=True))
+    resumed = json_output(invoke("train", run, *args, "--json", check=True))
     assert resumed["resumed_from"]["epoch"] == 1 and resumed["resumed_from"]["step"] > 0
     a, b = weights(reference / "checkpoints" / "last.pt"), weights(last)
     assert a.keys() == b.keys()
