@@ -75,17 +75,21 @@ def freeze_at(proc: subprocess.Popen, moment: Callable[[], object], *, slice_s: 
     likelier); a frozen process cannot run past one. Kill it, or os.killpg(..., SIGCONT) to let it go on."""
     group = os.getpgid(proc.pid)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        os.killpg(group, signal.SIGSTOP)
-        found = moment()
-        if found:
-            return found
-        if proc.poll() is not None:
-            raise AssertionError(f"the process ended (exit {proc.returncode}) before the moment came")
-        os.killpg(group, signal.SIGCONT)
-        time.sleep(slice_s)
-    os.killpg(group, signal.SIGKILL)
-    raise AssertionError(f"the moment did not come in {timeout} s")
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(group, signal.SIGSTOP)
+            found = moment()
+            if found:
+                return found
+            if proc.poll() is not None:
+                raise AssertionError(f"the process ended (exit {proc.returncode}) before the moment came")
+            os.killpg(group, signal.SIGCONT)
+            time.sleep(slice_s)
+        raise AssertionError(f"the moment did not come in {timeout} s")
+    except BaseException:
+        os.killpg(group, signal.SIGKILL)  # never leave a frozen process group behind
+        proc.wait()
+        raise
 
 
 def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
