@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -87,7 +88,8 @@ def freeze_at(proc: subprocess.Popen, moment: Callable[[], object], *, slice_s: 
             time.sleep(slice_s)
         raise AssertionError(f"the moment did not come in {timeout} s")
     except BaseException:
-        os.killpg(group, signal.SIGKILL)  # never leave a frozen process group behind
+        with contextlib.suppress(ProcessLookupError):  # never leave a frozen process group behind
+            os.killpg(group, signal.SIGKILL)
         proc.wait()
         raise
 
