@@ -101,12 +101,18 @@ def placements(fed: torch.Tensor, images: torch.Tensor, mean: torch.Tensor) -> l
     centred = images.float() - mean
     candidates = torch.cat([centred, centred.flip(-1)])  # (2M, 3, 256, 256): the images, then their reflections
     span = images.shape[-1] - crop + 1  # 33 origins per axis
-    corners = F.unfold(candidates[:, :, : span + 1, : span + 7], (2, 8))  # (2M, 48, 33 * 33)
+    corners = F.unfold(candidates[:, :, : span + 1, : span + 7], (2, 8)).view(2 * m, 3, 16, span * span)
+    mean_c, mean_cc = corners.mean(2), (corners * corners).mean(2)  # (2M, 3, 33 * 33)
     found = []
     for patch in fed:
-        residual = (patch[:, :2, :8].reshape(1, 48, 1) - corners).view(2 * m, 3, 16, span * span)
-        order = residual.var(2).sum(1).flatten().argsort()  # constant per channel: the lighting shift
-        for k in order[:50].tolist():
+        corner = patch[:, :2, :8].reshape(3, 16)
+        # The variance of (corner - candidate) over each channel's 16 pixels, for every candidate at once:
+        # zero where they differ by a constant per channel (the lighting shift).
+        mean_pc = torch.einsum("ck,nckl->ncl", corner, corners) / 16
+        mean_p, mean_pp = corner.mean(1)[None, :, None], (corner * corner).mean(1)[None, :, None]
+        spread = (mean_pp - 2 * mean_pc + mean_cc - (mean_p - mean_c) ** 2).sum(1).flatten()
+        order = spread.topk(50, largest=False).indices
+        for k in order.tolist():
             c, at = divmod(k, span * span)
             y, x = divmod(at, span)
             rest = patch - candidates[c, :, y : y + crop, x : x + crop]
