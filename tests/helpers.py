@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXCTL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# A training run a CPU affords in seconds: the paper's net at 1/8 width, batches of 16, no timed checkpoints.
+TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
 
 
 def extract_imagenette_slice(out: Path, per_class: int, skip: int = 0) -> Path:
@@ -50,6 +56,52 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"alexctl {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """`python -m alexctl ARGS` started in a session of its own (its process group: it and any workers it
+    starts), for freeze_at."""
+    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "alexctl", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def freeze_at(proc: subprocess.Popen, moment: Callable[[], object], *, slice_s: float = 0.02, timeout: float = 300):
+    """Run `proc` (from start_cli) in slices of `slice_s` seconds, its whole process group frozen (SIGSTOP)
+    between them, until moment() returns something true; return that, with the process still frozen. A poll
+    beside a running process can miss a moment that lasts milliseconds (and a loaded machine makes it
+    likelier); a frozen process cannot run past one. Kill it, or os.killpg(..., SIGCONT) to let it go on."""
+    group = os.getpgid(proc.pid)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(group, signal.SIGSTOP)
+            found = moment()
+            if found:
+                return found
+            if proc.poll() is not None:
+                raise AssertionError(f"the process ended (exit {proc.returncode}) before the moment came")
+            os.killpg(group, signal.SIGCONT)
+            time.sleep(slice_s)
+        raise AssertionError(f"the moment did not come in {timeout} s")
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):  # never leave a frozen process group behind
+            os.killpg(group, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    """`make ARGS` (a pipeline under pipelines/, say) in `cwd`, as a user runs it."""
+    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 def json_output(proc: subprocess.CompletedProcess) -> dict:

@@ -1,11 +1,11 @@
 """pipelines/: the demo chain runs under make through nightly.sh in cron's bare environment, a second
-night has nothing to do, a held lock stops a second job, pipelines run from any directory, and every
-pipeline is well-formed (make -n)."""
+night has nothing to do, a held lock stops a second job, and every pipeline is well-formed (make -n).
+Raising the epochs and one seed: test_pipelines_rerun.py (a file of its own, so that pytest-xdist runs
+the two pipelines at once)."""
 
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, make
 
 SMALL = [
     "SEEDS=0 1",
@@ -21,13 +21,6 @@ SMALL = [
     "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0",
 ]
 WORK_COMMANDS = re.compile(r" -m alexctl (demo-data|preprocess|train|eval|ensemble|report) ")
-
-
-def make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
-    return subprocess.run(
-        ["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900
-    )
 
 
 def nightly(tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -73,26 +66,6 @@ def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_pat
         fcntl.flock(held, fcntl.LOCK_EX)
         code, log = nightly(tmp_path, *SMALL)
     assert code == 3 and "another nightly job holds" in log.splitlines()[-1]
-
-
-@pytest.mark.slow
-def test_raising_epochs_trains_further_and_one_seed_needs_no_ensemble(tmp_path):
-    out = tmp_path / "one"
-    flags = [
-        "IMAGES=--classes 3 --per-class 8",
-        "SEEDS=0",
-        f"PY={sys.executable}",
-        "TRAIN=--width 0.125 --batch-size 16 --epochs 1 --checkpoint-minutes 0",
-    ]
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    first = make("-f", str(ROOT / "pipelines" / "demo.mk"), f"OUT={out}", *flags, cwd=elsewhere)  # not from ROOT
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert " ensemble " not in first.stdout and (out / "report" / "report.md").is_file()
-    more = [f if not f.startswith("TRAIN=") else f.replace("--epochs 1", "--epochs 2") for f in flags]
-    second = make("-f", str(ROOT / "pipelines" / "demo.mk"), f"OUT={out}", *more, cwd=elsewhere)
-    assert second.returncode == 0 and " train " in second.stdout, second.stdout + second.stderr
-    assert len((out / "runs" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_every_pipeline_is_well_formed(tmp_path):

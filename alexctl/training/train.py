@@ -253,7 +253,7 @@ def make_train_step(
     average over ranks gives the gradient of the global batch's mean loss however the batch was split.
     With --compile, the forward and the loss are one compiled graph (its backward compiled with it) and the
     optimizer's update another; with one process both are compiled whole (fullgraph: a graph break is an
-    error, which tests/test_train.py checks on the CPU with `backend`). DDP's buckets break the graph on
+    error, which tests/training/test_train_step.py checks on the CPU with `backend`). DDP's buckets break the graph on
     purpose, so under torchrun the forward is compiled without fullgraph. Neither recompiles when the rate
     changes or the last batch is short (tests/training/test_optim.py).
     """

@@ -8,9 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ from PIL import Image
 from alexctl.data import transform
 from alexctl.data.stats import StatsAccumulator, finish
 
-from helpers import invoke, json_output, tar_folder, tar_of_class_tars
+from helpers import freeze_at, invoke, json_output, start_cli, tar_folder, tar_of_class_tars
 
 
 def digest_tree(folder: Path) -> dict[str, str]:
@@ -81,11 +78,24 @@ def test_statistics_equal_a_direct_computation(samples_data, imagenet_samples):
     stored = np.load(data / "stats.npz")
     for key in ("mean_image", "channel_mean", "channel_std", "covariance", "eigenvalues", "eigenvectors"):
         assert np.array_equal(stored[key], direct[key]), key
-    # and the float64 arithmetic itself against plain numpy on the pixels
-    mean = direct["mean_image"]
-    assert mean.shape == (256, 256, 3) and 60 < mean.mean() < 160
-    flat = acc.image_sum.reshape(-1, 3).sum(0) / (268 * 256 * 256)
-    assert np.allclose(stored["channel_mean"], flat)
+    # and the statistics themselves against plain numpy on the pixels, two-pass (not the accumulator's formula)
+    pixels = np.stack([transform.prepare(p.read_bytes(), 256).pixels for p in sorted(imagenet_samples.iterdir())])
+    mean_image = pixels.mean(0, dtype=np.float64)
+    assert mean_image.shape == (256, 256, 3) and 60 < mean_image.mean() < 160
+    np.testing.assert_allclose(stored["mean_image"], mean_image, rtol=1e-12)
+    channel_mean = mean_image.mean((0, 1))
+    np.testing.assert_allclose(stored["channel_mean"], channel_mean, rtol=1e-12)
+    scatter = sum((image.reshape(-1, 3) - channel_mean).T @ (image.reshape(-1, 3) - channel_mean) for image in pixels)
+    covariance = scatter / (268 * 256 * 256)
+    np.testing.assert_allclose(stored["covariance"], covariance, rtol=1e-9)
+    np.testing.assert_allclose(stored["channel_std"], np.sqrt(np.diag(covariance)), rtol=1e-9)
+    values, vectors = np.linalg.eigh(covariance)  # ascending
+    np.testing.assert_allclose(stored["eigenvalues"], values[::-1], rtol=1e-9)  # largest first
+    for i in range(3):  # the same axes (an eigenvector's sign is arbitrary), each one of the covariance's
+        assert abs(stored["eigenvectors"][:, i] @ vectors[:, 2 - i]) == pytest.approx(1, abs=1e-9)
+        np.testing.assert_allclose(
+            covariance @ stored["eigenvectors"][:, i], values[2 - i] * stored["eigenvectors"][:, i], atol=1e-6
+        )
 
 
 def test_shards_read_back_with_plain_webdataset(samples_data):
@@ -205,26 +215,10 @@ def test_killed_run_leaves_nothing_complete_and_the_rerun_finishes(imagenette_sl
     reference = tmp_path / "reference"
     invoke("preprocess", imagenette_slice, reference, "--shard-size", "8", check=True)
     data = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "alexctl",
-            "preprocess",
-            str(imagenette_slice),
-            str(data),
-            "--shard-size",
-            "8",
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((data / "train").glob("shard-000003.npz")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc = start_cli("preprocess", imagenette_slice, data, "--shard-size", "8", "--workers", "1")
+    freeze_at(proc, lambda: list((data / "train").glob("shard-000003.npz")))  # 4 of 15 shards written
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the command; its worker, frozen too, goes on as it would
+    os.killpg(proc.pid, signal.SIGCONT)
     proc.wait()
     assert not (data / "train" / "manifest.json").exists()
     assert not (data / "stats.npz").exists()

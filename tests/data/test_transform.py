@@ -103,13 +103,14 @@ def test_grayscale_cmyk_palette_alpha_and_16_bit_become_rgb():
         assert (out.width, out.height) == (80, 60), name
     gray = transform.prepare(cases["gray jpeg"], 64).pixels
     assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
-    # CMYK goes through PIL's conversion: compare with it directly.
-    cmyk = Image.open(io.BytesIO(cases["cmyk jpeg"])).convert("RGB")
-    ref = transform.rescale_center_crop(np.array(cmyk), 80, 60, 64)
-    assert np.array_equal(transform.prepare(cases["cmyk jpeg"], 64).pixels, ref)
-    # 16-bit grey is scaled to 8 bits, not clipped to white.
+    # CMYK goes through PIL's conversion: compare with it, then torchvision's resize and center crop.
+    cmyk = torch.from_numpy(np.array(Image.open(io.BytesIO(cases["cmyk jpeg"])).convert("RGB"))).permute(2, 0, 1)
+    ref = TF.center_crop(TF.resize(cmyk, 64, antialias=True), [64, 64]).permute(1, 2, 0).numpy()
+    assert np.abs(transform.prepare(cases["cmyk jpeg"], 64).pixels.astype(int) - ref.astype(int)).max() <= 1
+    # 16-bit grey is scaled to 8 bits (v // 257: the 8-bit grey it was made from), not clipped to white.
     sixteen = transform.prepare(cases["16-bit png"], 64).pixels
-    assert 40 < sixteen.mean() < 215
+    eight = transform.prepare(png_bytes(rgb.convert("L")), 64).pixels
+    assert 40 < sixteen.mean() < 215 and np.abs(sixteen.astype(int) - eight.astype(int)).max() <= 1
 
 
 def test_png_named_jpeg_and_a_single_pixel():

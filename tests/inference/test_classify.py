@@ -18,12 +18,11 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 
-from alexctl import checkpoint, device
+from alexctl import checkpoint
 from alexctl.cli import predict as cli_predict
-from alexctl.config import RuntimeOptions
 from alexctl.data import transform
-from alexctl.inference.core import infer_batch, probabilities
 from alexctl.nets.build import model_from_checkpoint
 
 from helpers import invoke, json_output, run_cli
@@ -46,20 +45,16 @@ def photos(imagenet_samples, tmp_path_factory):
 
 
 def direct(run, paths, crops=10) -> np.ndarray:
-    """The probabilities eval's inference path gives the paper's 256x256 center of each file."""
+    """The paper's test transform written out with torchvision, not alexctl's inference core: each file's
+    256x256 center minus the run's mean image, its ten 224x224 patches (or the central one), the softmax of
+    each, averaged."""
     ckpt = checkpoint.load_weights(run / "checkpoints" / "best.pt")
-    runtime = device.resolve(RuntimeOptions(devices="cpu", workers=0))
-    net = model_from_checkpoint(ckpt, runtime).eval()
+    net = model_from_checkpoint(ckpt).eval()
     pixels = np.stack([transform.prepare(p.read_bytes(), 256).pixels for p in paths])  # (n, 256, 256, 3) uint8
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - ckpt["mean_image"]
+    patches = TF.ten_crop(images, [224, 224]) if crops == 10 else [TF.center_crop(images, [224, 224])]
     with torch.no_grad():
-        return infer_batch(
-            probabilities(net, runtime),
-            torch.from_numpy(pixels).permute(0, 3, 1, 2),
-            ckpt["mean_image"],
-            crops=crops,
-            crop=224,
-            runtime=runtime,
-        ).numpy()
+        return torch.stack([torch.softmax(net(p), 1) for p in patches]).mean(0).numpy()
 
 
 def by_image(summary: dict, classes: list[str]) -> dict[str, np.ndarray]:

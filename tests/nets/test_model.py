@@ -203,9 +203,23 @@ def test_two_device_layout_computes_the_same_function():
         torch.testing.assert_close(g2[name], grad, rtol=1e-9, atol=1e-9 * grad.abs().max().item(), msg=name)
 
 
+# Pixel-scale inputs (centred raw RGB values reach +-255): with N(0, 0.01) weights, unit-scale inputs leave the
+# LRN's denominator at k, and an LRN whose neighbourhood crosses the column boundary would change the output by
+# less than the tolerance (5e-7 against 2e-3 at this scale, measured at width 0.125).
+PIXEL_SCALE = 255.0
+
+
+def lrn_across_columns(net: AlexNet) -> AlexNet:
+    """The net with every LRN summing across the column boundary (one group): the bug the layouts must show."""
+    for module in net.modules():
+        if isinstance(module, LocalResponseNorm):
+            module.groups = 1
+    return net
+
+
 def test_state_dicts_move_between_layouts_through_a_file():
     torch.manual_seed(6)
-    x, config = torch.randn(1, 3, 224, 224), ModelConfig(width=0.125)
+    x, config = torch.randn(1, 3, 224, 224) * PIXEL_SCALE, ModelConfig(width=0.125)
     for source_devices, target_devices in ((None, ["cpu", "cpu"]), (["cpu", "cpu"], None)):
         source, target = AlexNet(10, source_devices, config).eval(), AlexNet(10, target_devices, config).eval()
         assert not torch.allclose(source(x), target(x))  # different random draws before loading
@@ -214,6 +228,10 @@ def test_state_dicts_move_between_layouts_through_a_file():
         buffer.seek(0)
         target.load_state_dict(torch.load(buffer))
         torch.testing.assert_close(target(x), source(x), rtol=1e-5, atol=1e-6)
+    # The comparison can tell: one LRN across the column boundary moves the output far past its tolerance.
+    crossed = lrn_across_columns(AlexNet(10, None, config).eval())
+    crossed.load_state_dict(source.state_dict())
+    assert (crossed(x) - source(x)).abs().max() > 1e-4
 
 
 def test_two_device_layout_inside_a_parent_module():
@@ -228,9 +246,13 @@ def test_two_device_layout_inside_a_parent_module():
 def test_two_device_layout_at_full_width(paper_net):
     two = AlexNet(devices=["cpu", "cpu"]).eval()
     two.load_state_dict(paper_net.state_dict())
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224) * PIXEL_SCALE
     with torch.no_grad():
-        torch.testing.assert_close(two(x), paper_net(x), rtol=1e-5, atol=1e-5)
+        expected = paper_net(x)
+        torch.testing.assert_close(two(x), expected, rtol=1e-5, atol=1e-5)
+        crossed = lrn_across_columns(AlexNet().eval())
+        crossed.load_state_dict(paper_net.state_dict())
+        assert (crossed(x) - expected).abs().max() > 1e-4  # the comparison can tell the columns' LRN apart
 
 
 # ---------------------------------------------------------------- ablations
@@ -405,6 +427,8 @@ def test_implementations_change_how_not_what():
     model, x = AlexNet(10, config=ModelConfig(width=0.125)).eval(), torch.randn(2, 3, 224, 224)
     convs = [m for m in model.modules() if isinstance(m, ColumnConv2d)]
     assert [c.groups for c in convs] == [2, 2, 2]  # conv2, conv4, conv5 (section 3.2)
+    for conv in convs:  # section 5 sets these biases to 1: distinct values show a half given the other's
+        nn.init.normal_(conv.bias)
     with torch.no_grad():
         set_implementations(model, lrn="reference", conv="groups")
         reference = model(x)

@@ -1,35 +1,23 @@
 """`alexctl train` on real photographs (a slice of Imagenette), on the CPU: the run directory's
-files, exact resume after SIGKILL, one trainer per run directory, refusing to mix runs,
-every sample once per epoch across workers and DDP ranks, and learning."""
+files, one trainer per run directory, refusing to mix runs, resuming and configuring from a run directory,
+subsets, checkpoints. What one step computes: test_train_step.py; killed and stopped runs:
+test_train_interrupted.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from alexctl import rundir
-
-from helpers import invoke, json_output, run_cli
-
-TINY = ["--width", "0.125", "--batch-size", "16", "--checkpoint-minutes", "0"]
+from helpers import TINY, invoke, json_output
 
 
 @pytest.fixture(scope="module")
 def data(slice_data) -> Path:
     return slice_data
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
 def test_a_run_writes_its_files_and_summary(data, tmp_path):
@@ -90,64 +78,6 @@ def test_a_run_writes_its_files_and_summary(data, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
 
 
-def test_sigkill_mid_epoch_then_rerun_ends_bit_identical(data, tmp_path):
-    args = [
-        "--data",
-        data,
-        "--epochs",
-        "2",
-        "--deterministic",
-        "--workers",
-        "0",
-        "--checkpoint-steps",
-        "2",
-        *TINY,
-        "--batch-size",
-        "8",
-    ]
-    reference = tmp_path / "reference"
-    run_cli("train", reference, *args, check=True)
-
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alexctl", "train", str(run), *map(str, args)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    last = run / "checkpoints" / "last.pt"
-    deadline = time.time() + 300
-    killed_at, stamp = None, 0
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and last.stat().st_mtime_ns != stamp:  # replaced atomically: safe to read
-            stamp = last.stat().st_mtime_ns
-            saved = torch.load(last, weights_only=False)
-            if saved["epoch"] == 1 and saved["progress"]["current"]["step"] > 0:  # a save in the middle of epoch 2
-                os.kill(proc.pid, signal.SIGKILL)
-                killed_at = saved
-                break
-        time.sleep(0.005)
-    proc.wait()
-    assert killed_at is not None, "the run ended before it could be killed"
-    assert killed_at["epoch"] == 1 and 0 < killed_at["progress"]["current"]["step"] < 14, "killed mid-epoch"
-    assert not (run / "run.json").exists()
-
-    resumed = json_output(run_cli("train", run, *args, "--json", check=True))
-    assert resumed["resumed_from"]["epoch"] == 1 and resumed["resumed_from"]["step"] > 0
-    a, b = weights(reference / "checkpoints" / "last.pt"), weights(last)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    strip = ("images_per_second", "train_seconds", "val_seconds", "time")
-    rows = [
-        [
-            {k: v for k, v in json.loads(line).items() if k not in strip}
-            for line in (r / "metrics.jsonl").read_text().splitlines()
-        ]
-        for r in (reference, run)
-    ]
-    assert rows[0] == rows[1]
-
-
 def test_one_trainer_per_run_directory_and_stale_locks(data, tmp_path):
     from alexctl.rundir import DirectoryLock
 
@@ -195,148 +125,6 @@ def test_two_device_layout_trains_on_cpu_cpu(data, tmp_path):
 
     net = model_from_checkpoint(load_weights(run / "checkpoints" / "best.pt"))  # two devices -> one device
     assert net(torch.zeros(1, 3, 224, 224)).shape == (1, 10)
-
-
-def _torchrun(run: Path, data: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "alexctl",
-        "train",
-        str(run),
-        "--data",
-        str(data),
-        "--epochs",
-        "4",
-        "--workers",
-        "0",
-        *TINY,
-        "--batch-size",
-        "8",
-        "--checkpoint-steps",
-        "2",
-        *extra,
-    ]
-
-
-def _worker_of_rank(parent: int, rank: int, deadline: float) -> int:
-    """The pid of torchrun's worker process with RANK=rank."""
-    while time.time() < deadline:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        for pid in children:
-            try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"RANK={rank}".encode() in environ:
-                return int(pid)
-        time.sleep(0.05)
-    raise AssertionError(f"no worker of rank {rank} under torchrun")
-
-
-@pytest.mark.slow
-def test_ddp_a_signal_to_one_rank_stops_both_and_the_mid_epoch_resume_matches_an_uninterrupted_run(data, tmp_path):
-    """Issue 11's three DDP faults: the ranks agree to stop (SIGTERM reaches rank 1 only, rank 0 stops with it
-    at the same step instead of waiting in an all-reduce), every rank saves on the same schedule, and the
-    resumed epoch's running sums are those of all ranks: the rerun ends with the same weights and metrics as
-    a run that was never stopped."""
-    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000", "OMP_NUM_THREADS": "1"}
-    whole = tmp_path / "whole"
-    subprocess.run(_torchrun(whole, data), capture_output=True, text=True, timeout=600, env=env, check=True)
-
-    run = tmp_path / "stopped"
-    proc = subprocess.Popen(_torchrun(run, data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 300
-    rank1 = _worker_of_rank(proc.pid, 1, deadline)
-    while time.time() < deadline and not (run / "checkpoints" / "last.pt").exists():
-        time.sleep(0.02)
-    os.kill(rank1, signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode != 0
-    assert "stopped by SIGTERM" in stderr and "stopped by a signal on another rank" in stderr, stderr[-3000:]
-    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    stopped_at = (saved["progress"]["epoch"], saved["progress"]["current"]["step"])
-    assert stopped_at[1] > 0, f"the stop should fall mid-epoch, not at {stopped_at}"
-
-    again = subprocess.run(_torchrun(run, data, "--json"), capture_output=True, text=True, timeout=600, env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    summary = json_output(again)
-    assert summary["epochs_completed"] == 4 and summary["resumed_from"] == {
-        "epoch": stopped_at[0],
-        "step": stopped_at[1],
-    }
-    rows, reference = (rundir.read_jsonl(d / "metrics.jsonl") for d in (run, whole))
-    assert [r["samples"] for r in rows] == [110] * 4  # the trainer also checks each sample was seen exactly once
-    assert json.loads((run / "config.json").read_text())["runtime"]["world_size"] == 2
-    for row, ref in zip(rows, reference):  # the resumed epoch's sums hold both ranks' shares
-        assert row["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-6)
-        assert row["train_top1_error"] == ref["train_top1_error"] and row["val_top1_error"] == ref["val_top1_error"]
-    final, uninterrupted = weights(run / "checkpoints" / "last.pt"), weights(whole / "checkpoints" / "last.pt")
-    assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)
-    # TensorBoard's event files come from rank 0 alone: one per torchrun, not one per rank.
-    assert [len(list((d / "tensorboard").iterdir())) for d in (whole, run)] == [1, 2]
-
-
-def test_the_paper_net_and_update_rule_fit_a_batch_of_real_photos(imagenette_slice):
-    """The learning machinery works: eight real photos of four classes, center crops minus their mean,
-    the paper's SGD rule (batch-size-scaled lr), 40 steps: the loss goes from ~ln 4 to ~0."""
-    from alexctl.config import ModelConfig
-    from alexctl.data import augment, transform
-    from alexctl.nets.model import build_model
-    from alexctl.training.optim import build_optimizer
-
-    wnids = sorted(p.name for p in imagenette_slice.iterdir())[:4]
-    photos = [(label, path) for label, w in enumerate(wnids) for path in sorted((imagenette_slice / w).iterdir())[:2]]
-    pixels = torch.from_numpy(np.stack([transform.prepare(p.read_bytes(), 256).pixels for _, p in photos]))
-    images = pixels.permute(0, 3, 1, 2).contiguous()
-    x = augment.center_crop(images, images.float().mean(0), crop=224)
-    y = torch.tensor([label for label, _ in photos])
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(width=0.25, dropout=0.0), 4)
-    optimizer = build_optimizer(net, lr=0.003)
-    losses = []
-    for _ in range(40):
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert 1.0 < losses[0] < 2.5
-    assert losses[-1] < 0.05
-    assert (net.eval()(x).argmax(1) == y).all()
-
-
-@pytest.mark.parametrize("arch, size", [("alexnet", 224), ("cifar", 24)])
-def test_the_train_step_compiles_whole_and_trains_as_eager(arch, size):
-    """--compile: the forward and loss as one graph, the paper's SGD update as another, with no graph break
-    (fullgraph) under Inductor's decompositions and partitioner, and the same numbers as eager."""
-    from alexctl import device
-    from alexctl.config import ModelConfig, RuntimeOptions
-    from alexctl.nets.build import runtime_model
-    from alexctl.training.optim import build_optimizer
-    from alexctl.training.train import make_train_step
-
-    config = ModelConfig(arch=arch, width=0.125, dropout=0.0)
-    steps = []
-    for compiled in (False, True):
-        runtime = device.resolve(RuntimeOptions(devices="cpu", workers=0, compile=compiled))
-        torch.manual_seed(0)
-        net = runtime_model(config, 10, runtime)
-        optimizer = build_optimizer(net, lr=0.01)
-        steps.append((net, make_train_step(net, optimizer, runtime, backend="aot_eager_decomp_partition")))
-    g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        x, y = torch.randn(4, 3, size, size, generator=g) * 50, torch.randint(0, 10, (4,), generator=g)
-        (loss_e, hits_e), (loss_c, hits_c) = [step(x, y, 0.25) for _, step in steps]
-        torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-4)
-        assert int(hits_c) == int(hits_e)
-    for (name, a), b in zip(steps[0][0].state_dict().items(), steps[1][0].state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_resume_and_configure_without_retyping(data, tmp_path):
