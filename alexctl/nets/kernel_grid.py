@@ -3,8 +3,9 @@ by the TensorBoard writer during training, so both show the same grid."""
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torchvision.utils import make_grid
 
 KERNEL_PIXELS = 56  # conv1 kernels are enlarged (nearest) to about this many pixels a side
 
@@ -25,7 +26,7 @@ def kernel_grid(weight: torch.Tensor, *, columns: int, padding: int = 2) -> torc
     zoom = max(1, round(KERNEL_PIXELS / w.shape[-1]))
     w = w.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
     blocks = w.chunk(2) if columns == 2 else (w,)
-    grids = [make_grid(b, nrow=min(16, len(blocks[0])), padding=padding, pad_value=1.0) for b in blocks]
+    grids = [tile(b, per_row=min(16, len(blocks[0])), padding=padding) for b in blocks]
     gap = torch.ones(3, 3 * zoom, grids[0].shape[2])  # a white band between the two columns' blocks
     return torch.cat([grids[0]] + [part for g in grids[1:] for part in (gap, g)], dim=1)
 
@@ -40,3 +41,21 @@ def conv1_weight(net: torch.nn.Module) -> torch.Tensor:
     """(K, 3, k, k): conv1's kernels of both columns, whatever the device layout (the state dict's
     canonical one-device form, as a checkpoint holds them)."""
     return net.state_dict()["conv1.weight"]
+
+
+def tile(images: torch.Tensor, *, per_row: int, padding: int, pad_value: float = 1.0) -> torch.Tensor:
+    """(N, C, h, w) -> (C, H, W): the images in rows of `per_row`, `padding` pixels of `pad_value` around
+    each, as torchvision.utils.make_grid lays them out (a test compares the two; torchvision is not imported
+    here, so that a training process need not pay the ~1 s it costs)."""
+    n, c, h, w = images.shape
+    if n == 1:
+        return images[0]
+    across = min(per_row, n)
+    down = math.ceil(n / across)
+    cell_h, cell_w = h + padding, w + padding
+    grid = torch.full((c, cell_h * down + padding, cell_w * across + padding), pad_value, dtype=images.dtype)
+    for i in range(n):
+        row, col = divmod(i, across)
+        y, x = row * cell_h + padding, col * cell_w + padding
+        grid[:, y : y + h, x : x + w] = images[i]
+    return grid

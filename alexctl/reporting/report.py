@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
+from PIL import Image
 
 from alexctl import rundir
 from alexctl.checkpoint import load_weights
@@ -226,7 +226,9 @@ def _conv1_figure(run: Run, ckpt: dict, out: Path) -> tuple[str, str]:
     weight = ckpt["model"]["conv1.weight"]  # (K, 3, k, k)
     name = f"conv1-{run.name}.png"
     buffer = io.BytesIO()
-    save_image(kernel_grid(weight, columns=columns), buffer, format="png")
+    grid = kernel_grid(weight, columns=columns)  # (3, H, W) in [0, 1]
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(buffer, format="png")  # what torchvision's save_image writes
     rundir.atomic_write_bytes(out / name, buffer.getvalue())
     layout = "upper block column 1, lower block column 2" if columns == 2 else "one column"
     return name, (

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 
 from alexctl import device
@@ -26,3 +29,24 @@ def test_runtime_model_puts_the_net_on_the_runtime():
     with torch.no_grad():
         torch.testing.assert_close(again(x), net(x.contiguous(memory_format=torch.channels_last)), rtol=1e-4, atol=1e-6)
     assert forward_of(net, runtime) is net  # no compile, no DDP: the net itself
+
+
+def test_a_command_that_never_compiles_imports_neither_dynamo_nor_torchvision():
+    """Each eval, predict, export or report process would pay ~1.5 s of CPU for torch._dynamo and ~1 s for
+    torchvision; the LRN marks its Triton probe constant for Dynamo as assume_constant_result would."""
+    code = (
+        "import sys, alexctl.nets.build, alexctl.inference.evaluate, alexctl.reporting.report, "
+        "alexctl.training.train; print(sorted(m for m in ('torch._dynamo', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import torch._dynamo
+
+    from alexctl.nets.kernels import lrn
+
+    def probe():
+        return None
+
+    torch._dynamo.assume_constant_result(probe)
+    assert vars(probe) == {"_dynamo_marked_constant": True}  # all the decorator does, so the marker is the same
+    assert lrn._triton_unavailable._dynamo_marked_constant is True
