@@ -10,17 +10,15 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
-import sysconfig
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode
-from torchvision.io import decode_jpeg as tv_decode
 
+from alexctl.data import gpu_decode
 from alexctl.data.transform import decode_jpeg
+from alexctl.nets.kernels import lrn_triton
 
 DECODE_MEAN_LIMIT = 2.0  # mean |GPU - CPU| per pixel; nvJPEG and libjpeg-turbo round their IDCTs differently
 
@@ -68,22 +66,22 @@ def _gpu(cuda: bool, dry: bool) -> tuple[bool, str]:
 
 
 def _compiler() -> tuple[bool, str]:
-    """Triton and Inductor build their launchers with the C compiler CC names, or cc/gcc/clang."""
-    found = [name for name in ("cc", "gcc", "clang") if shutil.which(name)]
-    return bool(found), f"C compiler: {shutil.which(found[0])}" if found else "no C compiler (cc, gcc, clang) on PATH"
+    """The C compiler Triton builds its launcher with, found as the LRN's own probe finds it."""
+    cc = lrn_triton.c_compiler()
+    return cc is not None, f"C compiler: {cc}" if cc else lrn_triton.compiler_missing()
 
 
 def _headers() -> tuple[bool, str]:
-    header = Path(sysconfig.get_paths()["include"]) / "Python.h"
-    return header.is_file(), str(header) + ("" if header.is_file() else " is missing (python3-dev)")
+    return not lrn_triton.headers_missing(), lrn_triton.headers_missing() or str(lrn_triton.python_header())
 
 
 def _decode(data: bytes, cuda: bool) -> tuple[bool, str]:
-    """nvJPEG (torchvision.io.decode_jpeg on the GPU) against alexctl's CPU decode (libjpeg-turbo) of one photograph;
-    without CUDA, torchvision's CPU decoder stands in for nvJPEG."""
-    device = "cuda" if cuda else "cpu"
+    """nvJPEG (alexctl.data.gpu_decode, the data path's own call) against alexctl's CPU decode (libjpeg-turbo)
+    of one photograph; without CUDA, torchvision's CPU decoder stands in for nvJPEG."""
+    device = torch.device("cuda" if cuda else "cpu")
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    other = tv_decode(encoded, mode=ImageReadMode.RGB, device=device)
+    gpu_decode.synchronize_stream(device)  # as every batched decode of the data path does
+    (other,) = gpu_decode.nvjpeg([encoded], device)
     if cuda:
         torch.cuda.synchronize()
     other = other.cpu().permute(1, 2, 0).numpy()

@@ -46,7 +46,7 @@ def conv1_weight(net: torch.nn.Module) -> torch.Tensor:
 def tile(images: torch.Tensor, *, per_row: int, padding: int, pad_value: float = 1.0) -> torch.Tensor:
     """(N, C, h, w) -> (C, H, W): the images in rows of `per_row`, `padding` pixels of `pad_value` around
     each, as torchvision.utils.make_grid lays them out (a test compares the two; torchvision is not imported
-    here, so that a training process need not pay the ~1 s it costs)."""
+    here, so that a training process need not pay the ~3 s of CPU it costs: docs/dependencies.md)."""
     n, c, h, w = images.shape
     if n == 1:
         return images[0]

@@ -32,7 +32,7 @@ def test_runtime_model_puts_the_net_on_the_runtime():
 
 
 def test_a_command_that_never_compiles_imports_neither_dynamo_nor_torchvision():
-    """Each eval, predict, export or report process would pay ~1.5 s of CPU for torch._dynamo and ~1 s for
+    """Each eval, predict, export or report process would pay ~2.6 s of CPU for torch._dynamo and ~3 s for
     torchvision; the LRN marks its Triton probe constant for Dynamo as assume_constant_result would."""
     code = (
         "import sys, alexctl.nets.build, alexctl.inference.evaluate, alexctl.reporting.report, "

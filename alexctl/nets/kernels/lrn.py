@@ -84,8 +84,8 @@ def auto_impl(cuda: bool, dtype: torch.dtype) -> str:
 
 # Called by Dynamo at trace time and its answer kept as a constant: the probe runs once, outside any graph.
 # This is what torch._dynamo.assume_constant_result does (it sets this attribute and nothing else; a test
-# checks that it still does), written out so that importing the network does not import Dynamo: 1.5 s of
-# CPU in every eval, predict, export and report process, which never compile.
+# checks that it still does), written out so that importing the network does not import Dynamo: ~2.6 s of
+# CPU in every eval, predict, export and report process, which never compile (docs/dependencies.md).
 _triton_unavailable = lrn_triton.unavailable
 _triton_unavailable._dynamo_marked_constant = True
 

@@ -56,14 +56,8 @@ def _probe() -> str:
         return "the triton package is not installed"
     if os.environ.get("TRITON_INTERPRET") == "1":
         return ""  # the interpreter builds nothing
-    # As triton.runtime.build does: $CC, else gcc, else clang; the headers of this Python's install scheme.
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None or shutil.which(cc) is None:
-        return f"no C compiler for Triton's launcher ({'$CC=' + cc if cc else 'no $CC, gcc or clang'})"
-    scheme = sysconfig.get_default_scheme()
-    include = Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)["include"])
-    if not (include / "Python.h").exists():
-        return f"no Python headers ({include / 'Python.h'} is missing)"
+    if why := compiler_missing() or headers_missing():
+        return why
     if torch.cuda.is_available():
         try:  # build and run one small kernel: whatever else is missing shows here, once
             x = torch.ones((1, 4, 2, 2), device="cuda")
@@ -72,6 +66,32 @@ def _probe() -> str:
         except Exception as e:  # noqa: BLE001 - any failure means: do not use Triton in this process
             return f"a test kernel failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
     return ""
+
+
+def c_compiler() -> str | None:
+    """The C compiler Triton builds its launcher with, as triton.runtime.build picks it: $CC, else gcc, else
+    clang; None if there is none."""
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    return shutil.which(cc) if cc else None
+
+
+def compiler_missing() -> str:
+    if c_compiler() is None:
+        cc = os.environ.get("CC")
+        return f"no C compiler for Triton's launcher ({'$CC=' + cc if cc else 'no $CC, gcc or clang'})"
+    return ""
+
+
+def python_header() -> Path:
+    """Python.h of this Python's install scheme, which Triton's launcher includes."""
+    scheme = sysconfig.get_default_scheme()
+    return (
+        Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)["include"]) / "Python.h"
+    )
+
+
+def headers_missing() -> str:
+    return "" if python_header().exists() else f"no Python headers ({python_header()} is missing)"
 
 
 # Contiguous input: one program per BLOCK_PIXELS pixels of one group, walking that group's channels. Fixed (no
