@@ -1,7 +1,6 @@
 """pipelines/: the demo chain runs under make through nightly.sh in cron's bare environment, a second
-night has nothing to do, a held lock stops a second job, and every pipeline is well-formed (make -n).
-Raising the epochs and one seed: test_pipelines_rerun.py (a file of its own, so that pytest-xdist runs
-the two pipelines at once)."""
+night has nothing to do, a held lock stops a second job, raising the epochs trains the finished runs
+further, one seed needs no ensemble, and every pipeline is well-formed (make -n)."""
 
 from __future__ import annotations
 
@@ -66,6 +65,49 @@ def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_pat
         fcntl.flock(held, fcntl.LOCK_EX)
         code, log = nightly(tmp_path, *SMALL)
     assert code == 3 and "another nightly job holds" in log.splitlines()[-1]
+    # Raising the epochs (a flag of TRAIN) trains the finished run further instead of keeping it: its flags'
+    # stamp is newer than its run.json. Asked for the run alone, make does that and nothing else.
+    more = [f.replace("--epochs 1", "--epochs 2") for f in SMALL]
+    raised = make(
+        "-f",
+        "pipelines/demo.mk",
+        f"OUT={tmp_path}/night",
+        *more,
+        f"PY={sys.executable}",
+        f"{tmp_path}/night/runs/seed0/run.json",
+    )
+    assert raised.returncode == 0 and WORK_COMMANDS.findall(raised.stdout) == ["train"], raised.stdout + raised.stderr
+    assert len((tmp_path / "night" / "runs" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 2
+    # ...and the rest of the chain follows it (make -n: what the next night would run): seed 1 trains further,
+    # both runs are evaluated again, then the ensemble and the report.
+    after = make("-n", "-f", "pipelines/demo.mk", f"OUT={tmp_path}/night", *more, f"PY={sys.executable}")
+    assert sorted(WORK_COMMANDS.findall(after.stdout)) == [
+        "ensemble",
+        "eval",
+        "eval",
+        "eval",
+        "eval",
+        "report",
+        "train",
+    ]
+    assert f"train {tmp_path}/night/runs/seed1 " in after.stdout
+
+
+def test_one_seed_needs_no_ensemble(tmp_path):
+    one = [f"OUT={tmp_path}/one", "SEEDS=0", f"PY={sys.executable}"]
+    dry = make("-n", "-f", "pipelines/demo.mk", *one)
+    assert dry.returncode == 0, dry.stderr
+    assert WORK_COMMANDS.findall(dry.stdout) == [
+        "demo-data",
+        "preprocess",
+        "preprocess",
+        "train",
+        "eval",
+        "eval",
+        "report",
+    ]
+    report = [line for line in dry.stdout.splitlines() if " -m alexctl report " in line]
+    assert len(report) == 1 and f"{tmp_path}/one/runs/seed0 " in report[0] and "ensemble" not in report[0]
 
 
 def test_every_pipeline_is_well_formed(tmp_path):
