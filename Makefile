@@ -22,12 +22,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The whole suite (CI runs this), in TEST_JOBS processes (pytest-xdist; one file per process at a time, so
-# a module's fixtures are built once; the longest files first, in tests/conftest.py's order), each process
-# and the commands it starts on one thread (two test processes with two torch threads each would contend
-# for 2 cores). TEST_JOBS=0 runs it in this process.
+# a module's fixtures are built once), each process and the commands it starts on one thread (two test
+# processes with two torch threads each would contend for 2 cores). TEST_JOBS=0 runs it in this process.
 TEST_JOBS ?= 2
-PYTEST    := $(if $(filter-out 0,$(TEST_JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile \
-               --no-loadscope-reorder,$(PY) -m pytest) \
+PYTEST    := $(if $(filter-out 0,$(TEST_JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile,$(PY) -m pytest) \
              -q --durations=20
 # ruff first (lint and format, configured in pyproject.toml): seconds, and CI runs it too.
 lint: $(STAMP)

@@ -23,31 +23,11 @@ def pytest_configure(config):
         )
 
 
-# The files that take longest (each 30-85 s of a 2-core machine, measured with --durations), heaviest first.
-# `make test` runs files whole on two workers in collection order (--dist loadfile --no-loadscope-reorder): the
-# long ones start at once and the short ones fill in after, so the workers finish together. pytest-xdist's
-# own order (most tests first) left the longest files for last, one worker finishing them alone.
-LONGEST_FIRST = (
-    "tests/test_docs.py",
-    "tests/benchmarking/test_gpucheck.py",
-    "tests/test_pipelines.py",
-    "tests/test_claims_pipelines.py",
-    "tests/training/test_train_interrupted.py",
-    "tests/test_bad_input_runs.py",
-    "tests/test_bad_input_data.py",
-    "tests/test_bad_input_faults.py",
-    "tests/training/test_train_step.py",
-)
-
-
 def pytest_collection_modifyitems(config, items):
-    """A test that skips without CUDA is marked `cuda`: the GPU check runs exactly these (pytest -m cuda).
-    The longest files go first (LONGEST_FIRST), the rest keep their order."""
+    """A test that skips without CUDA is marked `cuda`: the GPU check runs exactly these (pytest -m cuda)."""
     for item in items:
         if any("needs a CUDA device" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif")):
             item.add_marker(pytest.mark.cuda)
-    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
