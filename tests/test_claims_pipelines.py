@@ -197,12 +197,12 @@ def test_the_figure1_pipeline_is_well_formed(tmp_path):
 
 
 def test_figure1_on_the_full_training_set_is_well_formed(tmp_path):
-    """Issue 21: all 45,000 training images (no --subset), LRN off and on, tanh's finer grid in 0.03..0.1."""
+    """Issue 21: all 45,000 training images (no --subset), LRN off and on, tanh's finer grid from 0.01 to 0.1."""
     dry = make("-n", "-f", "pipelines/cifar10-claims.mk", f"OUT={tmp_path}", "figure1-full", "sweep-full")
     assert dry.returncode == 0, dry.stderr
     trains = [ln for ln in dry.stdout.replace("\\\n", "").splitlines() if " -m alexctl train " in ln]
     runs = {ln.split(" train ")[1].split()[0].removeprefix(f"{tmp_path}/full/"): ln for ln in trains}
-    grid = ["0.03", "0.04", "0.05", "0.06", "0.07", "0.08", "0.1"]
+    grid = ["0.01", "0.02", "0.03", "0.05", "0.07", "0.1"]
     assert sorted(runs) == sorted(
         f"{n}/{r}"
         for n in ("lrn", "nolrn")
@@ -211,9 +211,30 @@ def test_figure1_on_the_full_training_set_is_well_formed(tmp_path):
     for name, line in runs.items():
         assert "--subset" not in line and "--weight-decay 0" in line and "--train-crop center" in line
         assert (" --lrn " in line) == name.startswith("lrn/") and (" --no-lrn " in line) == name.startswith("nolrn/")
-    assert " --activation tanh --lr 0.05 --epochs 3" in runs["lrn/sweep/tanh-0.05"]
-    assert " --activation relu --lr 0.003 --epochs 10" in runs["nolrn/figure1/relu"]
+    assert " --activation tanh --lr 0.05 --epochs 2" in runs["lrn/sweep/tanh-0.05"]
+    assert " --activation relu --lr 0.003 --epochs 16" in runs["nolrn/figure1/relu"]
+    assert " --activation tanh --lr 0.02 --epochs " in runs["nolrn/figure1/tanh"]
     assert dry.stdout.count(" --reach 0.25 ") == 4
+
+
+def test_figure1_on_the_subset_with_lrn_is_well_formed(tmp_path):
+    """Issue 21: the subset's two nets again with LRN on (and channels-last off), all else as `figure1`."""
+    plain, lrn = (
+        make("-n", "-f", "pipelines/cifar10-claims.mk", f"OUT={tmp_path}", t) for t in ("figure1", "figure1-lrn")
+    )
+    assert plain.returncode == 0 and lrn.returncode == 0, lrn.stderr
+    trains = {}
+    for dry in (plain, lrn):
+        for line in dry.stdout.replace("\\\n", "").splitlines():
+            if " -m alexctl train " in line:
+                trains[line.split(" train ")[1].split()[0].removeprefix(f"{tmp_path}/")] = line
+    assert sorted(trains) == ["figure1-lrn/relu", "figure1-lrn/tanh", "figure1/relu", "figure1/tanh"]
+    for net in ("relu", "tanh"):
+        with_lrn, without = trains[f"figure1-lrn/{net}"], trains[f"figure1/{net}"]
+        assert " --lrn " in with_lrn and "--channels-last off" in with_lrn and "--subset 10000" in with_lrn
+        swapped = with_lrn.replace("--lrn --channels-last off", "--no-lrn --channels-last on")
+        assert swapped.replace("figure1-lrn/", "figure1/") == without
+    assert '"ReLU=' in lrn.stdout and " --reach 0.25 " in lrn.stdout
 
 
 def test_ablations_pipeline_trains_every_variant_with_its_flags(tmp_path):
