@@ -121,7 +121,7 @@ FULL_TANH_LRS  ?= 0.01 0.02 0.03 0.05 0.07 0.1
 SWEEP_FULL_EPOCHS ?= 2
 LR_TANH_FULL   ?= 0.02
 EPOCHS_FULL_RELU ?= 16
-EPOCHS_FULL_TANH ?= 40
+EPOCHS_FULL_TANH ?= 45
 # channels-last helps this CPU without LRN and hurts it with LRN (see the top): on only where LRN is off.
 CHANNELS_LAST   = $(if $(filter nolrn,$(1)),on,off)
 lrn-flag        = $(if $(filter nolrn,$(1)),--no-lrn,--lrn)
