@@ -222,12 +222,22 @@ def distributed_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def init_distributed(runtime: Runtime) -> None:
-    if runtime.world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if runtime.is_cuda else "gloo"
-        if runtime.is_cuda:
-            torch.cuda.set_device(runtime.primary)
-        torch.distributed.init_process_group(backend)
+@contextlib.contextmanager
+def process_group(runtime: Runtime) -> Iterator[None]:
+    """Under torchrun: torch.distributed's process group (gloo on the CPU, NCCL on GPUs) for the block, destroyed
+    on the way out, whether the block succeeded or raised. Left to the interpreter's exit, gloo's threads can
+    outlive it and abort the process ("terminate called without an active exception", exit -6 in place of the
+    documented status: pytorch/pytorch#190489). With one process: nothing."""
+    if runtime.world == 1 or torch.distributed.is_initialized():
+        yield
+        return
+    if runtime.is_cuda:
+        torch.cuda.set_device(runtime.primary)
+    torch.distributed.init_process_group("nccl" if runtime.is_cuda else "gloo")
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def all_reduce(values: list[float], runtime: Runtime, op: str = "sum") -> list[float]:

@@ -3,6 +3,9 @@ puts a network on the runtime, and the distributed helpers with one process."""
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +75,25 @@ def test_reductions_with_one_process_are_the_values():
     assert device.all_reduce([1, 2.5], runtime) == [1.0, 2.5]
     assert np.array_equal(device.all_reduce_array(np.arange(3), runtime), np.arange(3))
     assert device.any_rank(True, runtime) and not device.any_rank(False, runtime)
+
+
+def test_the_process_group_is_destroyed_when_training_raises(monkeypatch):
+    """Left to the interpreter's exit, gloo's threads can abort it (exit -6, "terminate called without an active
+    exception") after the documented error line: the group must be gone once the block is left, raising or not.
+    A real gloo group of one rank, entered as a rank of a torchrun job is."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    runtime = dataclasses.replace(resolve(devices="cpu"), world=2)  # a torchrun rank: the group is made
+    with pytest.raises(UserError, match="disagree"):
+        with device.process_group(runtime):
+            assert torch.distributed.is_initialized()
+            raise UserError("rank 1 and rank 0 disagree on the data")
+    assert not torch.distributed.is_initialized()
+    with device.process_group(runtime):
+        assert torch.distributed.get_backend() == "gloo"
+    assert not torch.distributed.is_initialized()
+    with device.process_group(resolve(devices="cpu")):  # one process: no group at all
+        assert not torch.distributed.is_initialized()

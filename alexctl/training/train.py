@@ -39,8 +39,8 @@ from alexctl.device import (
     compiled,
     configure,
     distributed,
-    init_distributed,
     peers_watched,
+    process_group,
     reading,
     synchronize,
 )
@@ -88,8 +88,10 @@ def train(
 
     Everything that can be refused (data, settings, a run directory holding another run, ranks that
     disagree on any of these) is checked before the run directory is touched."""
-    init_distributed(runtime)
-    with peers_watched(runtime):  # a rank lost before the run directory's lock: one sentence, not recorded
+    with (
+        process_group(runtime),
+        peers_watched(runtime),
+    ):  # a rank lost before the run directory's lock: one sentence, not recorded
         return _train(data_dir, run_dir, model_config, config, runtime, checkpointing, progress, command)
 
 
