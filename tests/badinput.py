@@ -26,6 +26,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import zygote
 
 from helpers import invoke
 
@@ -192,7 +193,7 @@ def start(*args, cwd: Path | None = None, script: bool = False, user: int | None
     command = [str(Path(sys.executable).with_name("alexctl"))] if script else list(ALEXCTL)
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    return subprocess.Popen(
+    return zygote.popen(
         [*command, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,11 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import zygote
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXCTL_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -44,15 +45,10 @@ def extract_imagenette_slice(out: Path, per_class: int, skip: int = 0) -> Path:
 def run_cli(
     *args: str, check: bool = False, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run `python -m alexctl ARGS` as a separate process, as a shell or Make would."""
+    """Run `python -m alexctl ARGS` as a separate process, as a shell or Make would (forked from the zygote,
+    tests/zygote.py, where that is the same)."""
     full_env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "alexctl", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    proc = zygote.run([*zygote.ALEXCTL, *map(str, args)], text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"alexctl {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -62,8 +58,8 @@ def start_cli(*args: str) -> subprocess.Popen:
     """`python -m alexctl ARGS` started in a session of its own (its process group: it and any workers it
     starts), for freeze_at."""
     env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "alexctl", *map(str, args)],
+    return zygote.popen(
+        [*zygote.ALEXCTL, *map(str, args)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import zygote
 
 from alexctl import rundir
 from alexctl.data import shards
@@ -349,7 +350,7 @@ def _ranks(runs: list[Path], datas: list[Path], *args: str) -> list[subprocess.P
             "LOCAL_RANK": "0",
         }
         command = [*ALEXCTL, "train", str(run), "--data", str(data), "--workers", "0", *TINY, *args]
-        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        procs.append(zygote.popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     return procs
 
 
