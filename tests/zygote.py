@@ -192,6 +192,9 @@ def serve(path: str) -> dict:
         if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):  # the test process ended
             for pid, _ in children.values():
                 os.kill(pid, 9)
+            with contextlib.suppress(OSError):  # its socket and folder (tempfile.mkdtemp), not left in /tmp
+                os.unlink(path)
+                os.rmdir(os.path.dirname(path))
             os._exit(0)
         for pidfd in [fd for fd in ready if isinstance(fd, int)]:
             pid, conn = children.pop(pidfd)
