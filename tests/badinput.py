@@ -26,8 +26,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-import zygote
 
+import zygote
 from helpers import invoke
 
 ERROR = "alexctl: error: "
@@ -179,7 +179,7 @@ def truncate(path: Path, keep: float = 0.5) -> None:
 # ---------------------------------------------------------------- real processes
 
 
-ALEXCTL = [sys.executable, "-m", "alexctl"]
+ALEXCTL = zygote.ALEXCTL  # python -m alexctl
 
 
 def environment(**extra: str) -> dict:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import zygote
 
 from alexctl import rundir
 from alexctl.data import shards
 from alexctl.errors import WorkFailed
 
+import zygote
 from badinput import (
     ALEXCTL,
     copy_tree,

@@ -55,7 +55,7 @@ class Forked(subprocess.Popen):
                 "cwd": os.fspath(cwd) if cwd is not None else os.getcwd(),
                 "env": dict(os.environ if env is None else env),
                 "session": bool(start_new_session),
-                "group": -1 if process_group is None else process_group,
+                "group": process_group,  # -1: none asked (Popen turns its None into -1)
             }
             fds = [
                 p2cread if p2cread != -1 else 0,
