@@ -9,7 +9,9 @@ products and channels-last memory (docs/paper.md says so; docs/benchmarks.md mea
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -225,19 +227,42 @@ def distributed_env() -> tuple[int, int, int]:
 @contextlib.contextmanager
 def process_group(runtime: Runtime) -> Iterator[None]:
     """Under torchrun: torch.distributed's process group (gloo on the CPU, NCCL on GPUs) for the block, destroyed
-    on the way out, whether the block succeeded or raised. Left to the interpreter's exit, gloo's threads can
-    outlive it and abort the process ("terminate called without an active exception", exit -6 in place of the
-    documented status: pytorch/pytorch#190489). With one process: nothing."""
+    on the way out, whether the block succeeded or raised, and with it its threads. Left to the interpreter's
+    exit, a gloo worker thread that releases a collective's tensors needs the interpreter and aborts the process
+    ("terminate called without an active exception", exit -6 after the documented error line:
+    pytorch/pytorch#190489). With one process: nothing."""
     if runtime.world == 1 or torch.distributed.is_initialized():
         yield
         return
     if runtime.is_cuda:
         torch.cuda.set_device(runtime.primary)
+    # Imported after the group is made, torch._dynamo (which DDP and torch.compile import) keeps a reference to
+    # it that destroy_process_group cannot drop, and the group's threads run to the exit (torch 2.14.1); imported
+    # before, nothing is kept. Heavy, and needed here only: imported here.
+    importlib.import_module("torch._dynamo")
+
     torch.distributed.init_process_group("nccl" if runtime.is_cuda else "gloo")
     try:
         yield
+    except BaseException as error:
+        _release_locals(error)
+        raise
     finally:
         torch.distributed.destroy_process_group()
+
+
+def _release_locals(error: BaseException) -> None:
+    """Clear the local variables of the finished frames that `error`'s traceback keeps (and those of the errors
+    it was raised from or while handling). One of them is the DDP wrapper, which holds the process group: kept,
+    the group's threads outlive destroy_process_group. The traceback itself (files, lines) stays whole."""
+    pending, seen = [error], set()
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)  # frames still running (this one's callers) are skipped
+        pending += [error.__cause__, error.__context__]
 
 
 def all_reduce(values: list[float], runtime: Runtime, op: str = "sum") -> list[float]:

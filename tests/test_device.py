@@ -4,7 +4,13 @@ puts a network on the runtime, and the distributed helpers with one process."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +19,8 @@ import torch
 from alexctl import device
 from alexctl.config import RuntimeOptions
 from alexctl.errors import UserError
+
+TESTS = Path(__file__).parent
 
 
 def resolve(**options) -> device.Runtime:
@@ -97,3 +105,54 @@ def test_the_process_group_is_destroyed_when_training_raises(monkeypatch):
     assert not torch.distributed.is_initialized()
     with device.process_group(resolve(devices="cpu")):  # one process: no group at all
         assert not torch.distributed.is_initialized()
+
+
+def _gloo_threads() -> list[str]:
+    """The names of this process's threads that belong to gloo (its transport loop, ProcessGroupGloo's workers)."""
+    names = (Path("/proc/self/task") / task / "comm" for task in os.listdir("/proc/self/task"))
+    return sorted(name for name in (path.read_text().strip() for path in names) if "gloo" in name)
+
+
+def _refuse_after_wrapping(runtime) -> None:
+    """What train does before it refuses a resume point: wrap the net for DDP (the wrapper holds the group) and
+    gather from the ranks, then raise, leaving both in this frame's locals."""
+    net = device.distributed(torch.nn.Linear(2, 2), runtime)
+    agreed = [None]
+    torch.distributed.all_gather_object(agreed, {"last.pt": "epoch 1 step 0"})
+    raise UserError(f"rank 1 and rank 0 disagree on the resume point ({agreed}, {type(net).__name__})")
+
+
+def _refusal_in_this_process() -> None:
+    """The refusal of a torchrun rank, as train meets it: a real one-rank gloo group (DDP wraps for world > 1, so
+    the runtime says 2), the DDP net and a gather in the refusing frame. Prints the gloo threads left while the refusal is handled."""
+    assert "torch._dynamo" not in sys.modules  # as in `alexctl train`: DDP imports it once the group exists
+    runtime = dataclasses.replace(resolve(devices="cpu"), world=2)
+    before = _gloo_threads()
+    try:
+        with device.process_group(runtime):
+            assert _gloo_threads() != before  # the group's threads run
+            _refuse_after_wrapping(runtime)
+    except UserError as refused:  # held, as the CLI holds it while it prints its sentence and exits
+        assert "DistributedDataParallel" in str(refused)
+        names = [entry.name for entry in traceback.extract_tb(refused.__traceback__)]
+        assert names[-1] == "_refuse_after_wrapping", names  # the traceback itself is kept whole
+        print(json.dumps({"before": before, "after": _gloo_threads()}))
+
+
+def test_no_gloo_thread_outlives_the_group_when_a_rank_refuses():
+    """Gloo threads that outlive the group can abort the rank at the interpreter's exit: one of them, releasing a
+    gather's tensors, did ("terminate called without an active exception", exit -6 after rank 1's error line).
+    Two things kept them: the refusal's traceback, whose frames hold the DDP wrapper and so the group, and
+    torch._dynamo imported after the group was made (DDP imports it). A fresh interpreter, so that torch._dynamo
+    is not yet imported, as in `alexctl train`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}
+    script = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_device; test_device._refusal_in_this_process()"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout.splitlines()[-1])
+    assert threads["after"] == threads["before"] == [], f"gloo threads outlived the group: {threads}"
