@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+import zygote
 from helpers import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def _args(root: Path, work: str) -> list[str]:
         f"OUT={root}/out",
         f"WORK={root}/{work}",
         f"PART={root}/part.tar",
-        f"PY={sys.executable}",
+        f"PY={zygote.python()}",
         *MINI,
     ]
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import fcntl
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import zygote
 from helpers import ROOT, make
 
 SMALL = [
@@ -46,7 +46,7 @@ def nightly(tmp_path: Path, *args: str) -> tuple[int, str]:
 @pytest.mark.slow
 def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_path):
     # -j4, as the README allows: a run's 1- and 10-crop evaluations must not race for its eval/ lock (issue 19)
-    code, log = nightly(tmp_path, "-j4", *SMALL, f"PY={sys.executable}")
+    code, log = nightly(tmp_path, "-j4", *SMALL, f"PY={zygote.python()}")
     assert code == 0, log
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in log.splitlines()), log[:500]
     assert "ensemble of 2:" in log and (tmp_path / "night" / "report" / "report.md").is_file()
@@ -54,10 +54,10 @@ def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_pat
         assert (tmp_path / "night" / "runs" / f"seed{seed}" / "run.json").is_file()
     assert "\tdone\t" in log.splitlines()[-2] and log.splitlines()[-1].endswith("nightly: exit 0")
     # From the repository too, `make -q` agrees that everything is done.
-    night = [f"OUT={tmp_path}/night", *SMALL, f"PY={sys.executable}"]
+    night = [f"OUT={tmp_path}/night", *SMALL, f"PY={zygote.python()}"]
     assert make("-q", "-f", "pipelines/demo.mk", *night, f"{tmp_path}/night/report/report.md").returncode == 0
     # The next night (same OUT) has nothing to do.
-    code, log = nightly(tmp_path, *SMALL, f"PY={sys.executable}")
+    code, log = nightly(tmp_path, *SMALL, f"PY={zygote.python()}")
     second = log.split("nightly: make", 2)[-1]
     assert code == 0 and not WORK_COMMANDS.search(second), second
     # Another job holds the lock: a second one says so and exits 3.
@@ -73,14 +73,14 @@ def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_pat
         "pipelines/demo.mk",
         f"OUT={tmp_path}/night",
         *more,
-        f"PY={sys.executable}",
+        f"PY={zygote.python()}",
         f"{tmp_path}/night/runs/seed0/run.json",
     )
     assert raised.returncode == 0 and WORK_COMMANDS.findall(raised.stdout) == ["train"], raised.stdout + raised.stderr
     assert len((tmp_path / "night" / "runs" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 2
     # ...and the rest of the chain follows it (make -n: what the next night would run): seed 1 trains further,
     # both runs are evaluated again, then the ensemble and the report.
-    after = make("-n", "-f", "pipelines/demo.mk", f"OUT={tmp_path}/night", *more, f"PY={sys.executable}")
+    after = make("-n", "-f", "pipelines/demo.mk", f"OUT={tmp_path}/night", *more, f"PY={zygote.python()}")
     assert sorted(WORK_COMMANDS.findall(after.stdout)) == [
         "ensemble",
         "eval",
@@ -94,7 +94,7 @@ def test_the_demo_pipeline_from_cron_then_nothing_to_do_then_a_held_lock(tmp_pat
 
 
 def test_one_seed_needs_no_ensemble(tmp_path):
-    one = [f"OUT={tmp_path}/one", "SEEDS=0", f"PY={sys.executable}"]
+    one = [f"OUT={tmp_path}/one", "SEEDS=0", f"PY={zygote.python()}"]
     dry = make("-n", "-f", "pipelines/demo.mk", *one)
     assert dry.returncode == 0, dry.stderr
     assert WORK_COMMANDS.findall(dry.stdout) == [

@@ -1,6 +1,7 @@
 """tests/zygote.py: a command forked from the zygote is a process as `python -m alexctl` makes one (its own
 pid and session, the request's directory, environment and standard streams, its exit status and signals),
-and what a fork would not reproduce starts a real interpreter."""
+and what a fork would not reproduce starts a real interpreter; the shim (the pipelines' PY) forks what it may
+and execs the rest."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import zygote
+from helpers import ROOT
 
 
 def test_a_forked_command_has_the_requested_directory_streams_environment_and_status(tmp_path):
@@ -54,3 +57,81 @@ def test_what_a_fork_would_not_reproduce_starts_a_real_interpreter():
     assert not zygote.forkable(python, env={**zygote.BASE_ENV, "PYTHONPATH": "/elsewhere"})
     assert not zygote.forkable([sys.executable, "-c", "pass"]) and not zygote.forkable(python, pass_fds=(3,))
     assert type(zygote.popen([sys.executable, "-c", "pass"])) is subprocess.Popen
+
+
+def _zygote_children() -> list[int]:
+    """The pids of the processes the zygote has forked and that still run."""
+    server = zygote._zygote().server.pid
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = (Path("/proc") / entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == server:
+                children.append(int(entry))
+    return children
+
+
+def test_the_shim_forks_alexctl_in_its_own_group_passes_signals_and_execs_anything_else(tmp_path):
+    shim = zygote.python()
+    real = subprocess.run([shim, "-c", "import os, sys; print(os.getpid(), sys.executable)"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert real.returncode == 0 and real.stdout.split()[1] == sys.executable  # exec'd: the real interpreter
+    before = set(_zygote_children())
+    proc = subprocess.Popen([shim, "-m", "alexctl", "demo-data", str(tmp_path / "images"), "--per-class", "500"],
+                            stderr=subprocess.PIPE, text=True, process_group=0)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not set(_zygote_children()) - before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (child,) = set(_zygote_children()) - before  # forked by the zygote, not a fresh interpreter
+    assert os.getpgid(child) == proc.pid  # in the shim's process group: make's signals reach it
+    time.sleep(1)  # at work
+    proc.send_signal(signal.SIGTERM)  # passed on to the child; the shim ends as it ended
+    proc.wait(timeout=60)
+    assert child not in _zygote_children()  # the shim ended after its child, not before
+    stderr = proc.stderr.read()
+    fresh = subprocess.Popen([sys.executable, "-m", "alexctl", "demo-data", str(tmp_path / "again"), "--per-class", "500"],
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(1)
+    fresh.send_signal(signal.SIGTERM)
+    _, fresh_stderr = fresh.communicate(timeout=60)
+    assert (proc.returncode, stderr) == (fresh.returncode, fresh_stderr)  # as a fresh interpreter ends
+
+
+def test_a_child_of_a_killed_shim_ends_too(tmp_path):
+    """SIGKILL cannot be passed on: the child sees its shim end and ends (a timeout's killpg reaches no further)."""
+    before = set(_zygote_children())
+    proc = subprocess.Popen([zygote.python(), "-m", "alexctl", "demo-data", str(tmp_path), "--per-class", "500"],
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not set(_zygote_children()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (child,) = set(_zygote_children()) - before
+    proc.kill()
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 5  # not the 20 s and more that the command itself still needs
+    while child in _zygote_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child not in _zygote_children()
+
+
+def test_the_shim_is_refused_what_a_fresh_interpreter_would_do_otherwise(tmp_path):
+    def request(**env) -> dict:
+        base = {"cwd": str(tmp_path), "session": False, "sid": os.getsid(0)}
+        return {**base, "env": {**zygote.BASE_ENV, **env}}
+
+    overrides = {"MAKEFLAGS": "s -- OUT=/x PART=/y", "MAKELEVEL": "1", "OUT": "/x", "PART": "/y"}
+    assert zygote._refusal(request(**overrides)) is None  # make's variables are read by no import
+    assert zygote._refusal(request(**overrides, SOMETHING="z")) == "SOMETHING"
+    threads = {"MAKEFLAGS": "s -- OMP_NUM_THREADS=3", "OMP_NUM_THREADS": "3"}
+    assert zygote._refusal(request(**threads)) == "OMP_NUM_THREADS"  # read as torch loads, whoever sets it
+    assert zygote._refusal(request(PYTHONPATH=str(ROOT))) is None  # the tree alexctl came from
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "json.py").write_text("")
+    (shadow / "newmodule.py").write_text("")
+    assert "json" in zygote._refusal(request(PYTHONPATH=f"{shadow}:{ROOT}"))  # would shadow an imported module
+    (shadow / "json.py").unlink()
+    assert zygote._refusal(request(PYTHONPATH=str(shadow))) is None  # only new modules: found in the fork too

@@ -12,16 +12,27 @@ communicate(), wait(timeout), kill() and the rest behave as they do for any proc
 differs from the one the zygote imported torch under only in variables read at run time (RUNTIME), and
 no other user, executable, preexec_fn or extra fds. Anything else starts a real interpreter, and so do
 the tests that are about the start itself (the installed script, the import hygiene of a cold start).
+
+The make pipelines start their commands themselves. Given `PY=$(zygote.python())`, a shim, they reach the
+zygote too: the shim forks `-m alexctl...` where that is the same as a fresh interpreter (make's own variables
+and the command line's overrides aside, and PYTHONPATH entries that can shadow nothing already imported), in
+the shim's process group, with its streams; it passes on the signals it gets, waits, and ends as its child
+ended, and the child ends if the shim is killed. It execs the real interpreter for anything else. A forked
+child's sys.executable is the shim, so the steps that alexctl's planners start fork too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import os
+import re
 import runpy
 import select
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +46,10 @@ RUNTIME = ("ALEXCTL_", "PYTEST_", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "R
            "LOCAL_WORLD_SIZE", "PYTHONSAFEPATH", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR",
            "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",  # the compiler's caches: set by a compile in the test process
            "CUBLAS_WORKSPACE_CONFIG")  # read when CUDA starts; set by an in-process --deterministic run  # fmt: skip
+# What make puts in a recipe's environment: its own variables and the command line's overrides (OUT=..., named
+# in MAKEFLAGS). Nothing reads those while torch and alexctl are imported, unless the name says so.
+MAKE = {"MAKEFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MFLAGS"}
+IMPORT_TIME = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA", "NCCL_", "LD_")
 BASE_ENV = dict(os.environ)  # what the zygote is started with: the test process's environment at its start
 
 
@@ -127,6 +142,12 @@ def popen(args, **kwargs) -> subprocess.Popen:
     return (Forked if forkable(args, **kwargs) else subprocess.Popen)(args, **kwargs)
 
 
+def python() -> str:
+    """A `python` for make pipelines (PY=...): `-m alexctl...` is forked by this test process's zygote where a
+    fork is the same as a fresh interpreter (shim), anything else runs the real one."""
+    return str(_zygote().python)
+
+
 def run(args, *, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
     """subprocess.run(args, capture_output=True, ...) through popen()."""
     with popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs) as proc:
@@ -150,6 +171,13 @@ class _Client:
         )
         if self.server.stdout.readline() != b"ready\n":
             raise RuntimeError(f"the zygote did not start (exit {self.server.wait()})")
+        self.python = self.path.parent / "python"  # the shim (python())
+        tests = os.path.dirname(os.path.abspath(__file__))
+        self.python.write_text(
+            f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {tests!r})\nimport zygote\n"
+            f"zygote.shim({str(self.path)!r}, {sys.executable!r})\n"
+        )
+        self.python.chmod(0o755)
 
     def request(self, request: dict, fds: list[int]) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -192,9 +220,7 @@ def serve(path: str) -> dict:
         if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):  # the test process ended
             for pid, _ in children.values():
                 os.kill(pid, 9)
-            with contextlib.suppress(OSError):  # its socket and folder (tempfile.mkdtemp), not left in /tmp
-                os.unlink(path)
-                os.rmdir(os.path.dirname(path))
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)  # socket, shim: not left in /tmp
             os._exit(0)
         for pidfd in [fd for fd in ready if isinstance(fd, int)]:
             pid, conn = children.pop(pidfd)
@@ -207,12 +233,21 @@ def serve(path: str) -> dict:
             conn, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
             request = json.loads(message)
+            refusal = _refusal(request) if request.get("check") else None
+            if refusal:  # a shim's request that a fork would not reproduce: it starts a real interpreter
+                conn.sendall(f"refuse {refusal}\n".encode())
+                conn.close()
+                for fd in fds:
+                    os.close(fd)
+                continue
             pid = os.fork()
             if pid == 0:  # the child: in its session or group before the test learns its pid, as Popen does
-                if request["session"]:
-                    os.setsid()
+                if request["session"] or request.get("sid", os.getsid(0)) != os.getsid(0):
+                    os.setsid()  # asked, or the shim's group is in another session, where it cannot go
                 elif request["group"] >= 0:
                     os.setpgid(0, request["group"])
+                if "shim" in request:
+                    _die_with(request["shim"])
                 conn.sendall(f"pid {os.getpid()}\n".encode())
                 listener.close()
                 conn.close()
@@ -228,14 +263,93 @@ def serve(path: str) -> dict:
             children[os.pidfd_open(pid)] = (pid, conn)
 
 
+def _pythonpath(value: str, cwd: str) -> list[str]:
+    """PYTHONPATH's entries as absolute paths (an empty entry is the working directory)."""
+    return [os.path.join(cwd, entry) for entry in value.split(os.pathsep)] if value else []
+
+
+def _refusal(request: dict) -> str | None:
+    """Why forking the shim's request would not be the same as the fresh interpreter it asked for (None: it is).
+    Besides the environment, PYTHONPATH may name the tree alexctl was imported from, and folders that hold no
+    module of a name this process has imported (a fresh interpreter could import nothing else from them)."""
+    env = request["env"]
+    make = set(re.findall(r"(?:^|\s)([A-Za-z_]\w*)=", env.get("MAKEFLAGS", ""))) | MAKE  # make's own, and its overrides
+    differences = [
+        name
+        for name in import_time_differences({k: v for k, v in env.items() if k != "PYTHONPATH"})
+        if name not in make or name.startswith(IMPORT_TIME)
+    ]
+    if "PYTHONPATH" in env and "PYTHONPATH" not in BASE_ENV:
+        tree = Path(importlib.import_module("alexctl").__file__).resolve().parents[1]
+        imported = {name.split(".")[0] for name in sys.modules}
+        for entry in map(Path, _pythonpath(env["PYTHONPATH"], request["cwd"])):
+            if entry.resolve() != tree and entry.is_dir():
+                names = {name.split(".")[0] for name in os.listdir(entry)}
+                differences += [f"PYTHONPATH's {entry}: {n}" for n in sorted(names & imported)]
+    elif env.get("PYTHONPATH") != BASE_ENV.get("PYTHONPATH"):
+        differences.append("PYTHONPATH")
+    return ", ".join(differences) or None
+
+
+def shim(socket_path: str, real: str) -> None:
+    """`python ARGS` for the make pipelines and for alexctl's own children (the pipelines' PY, the child's
+    sys.executable): `-m alexctl...` forked by the zygote where that is the same as a fresh interpreter, in
+    this process's group and with its streams, directory and environment; this process waits for it, passes
+    it the signals it gets and ends as it ended. Anything else becomes the real interpreter (exec)."""
+    args = sys.argv[1:]
+    if args[:1] == ["-m"] and len(args) > 1 and args[1].split(".")[0] == "alexctl" and os.path.exists(socket_path):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        leader = os.getsid(0) == os.getpid()  # started in a session of its own: so is the child
+        request = {"args": args[2:], "module": args[1], "cwd": os.getcwd(), "env": dict(os.environ), "session": leader,
+                   "group": -1 if leader else os.getpgrp(), "sid": os.getsid(0), "check": True,
+                   "executable": sys.argv[0], "shim": os.getpid()}  # fmt: skip
+        try:
+            conn.connect(socket_path)
+            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+            reply = _line(conn)
+        except OSError:  # a standard stream closed, the zygote gone: a real interpreter
+            reply = ""
+        if reply.startswith("pid "):
+            pid = int(reply.split()[1])
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, lambda number, _: _forward(pid, number))
+            code = os.waitstatus_to_exitcode(int(_line(conn).split()[1]))
+            if code < 0:  # ended by a signal: so does this process
+                signal.signal(-code, signal.SIG_DFL)
+                os.kill(os.getpid(), -code)
+            os._exit(code)
+        conn.close()
+    os.execv(real, [real, *args])
+
+
+def _die_with(shim: int) -> None:
+    """In a shim's child: end when the shim is killed (SIGKILL cannot be passed on, and the child may sit in
+    another session than the shim's group: a killpg of that group would miss it)."""
+    try:
+        pidfd = os.pidfd_open(shim)
+    except ProcessLookupError:
+        os._exit(128 + signal.SIGKILL)
+    threading.Thread(target=lambda: select.select([pidfd], [], []) and os.kill(os.getpid(), signal.SIGKILL),
+                     daemon=True, name="shim-watch").start()  # fmt: skip
+
+
+def _forward(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have ended already
+        os.kill(pid, number)
+
+
 def start(request: dict) -> None:
     """In the child: become `python -m alexctl ARGS` in the request's directory and environment."""
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     sys.path[0:1] = [] if os.environ.get("PYTHONSAFEPATH") else [os.getcwd()]  # as `python -m` does
+    sys.path[1:1] = _pythonpath(
+        os.environ.get("PYTHONPATH", ""), os.getcwd()
+    )  # as a fresh interpreter puts it (_refusal)
+    sys.executable = request.get("executable", sys.executable)  # a shim's path: alexctl's own children fork too
     sys.argv = ["-m", *request["args"]]
-    runpy._run_module_as_main("alexctl")  # what `python -m alexctl` runs; its SystemExit ends this process
+    runpy._run_module_as_main(request.get("module", "alexctl"))  # what `python -m` runs; its SystemExit ends it
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 from alexctl.benchmarking import gpubench, gpucheck, gpufigures, gpurecipes, plan, stock
 
+import zygote
 from helpers import ROOT, SHARED_DATA
 
 
@@ -191,7 +191,7 @@ def test_the_dry_gpu_check_runs_every_step_and_goes_on_from_its_out_folder(tmp_p
         "-s",
         "-f",
         str(ROOT / "pipelines" / "gpu-check.mk"),
-        f"PY={sys.executable}",
+        f"PY={zygote.python()}",
         f"SITE={tmp_path}/site",
     ]
     make += [f"PART={SHARED_DATA / 'imagenette-224' / 'train-1of2.tar'}"]
