@@ -123,8 +123,8 @@ def _refuse_after_wrapping(runtime) -> None:
 
 def _refusal_in_this_process() -> None:
     """The refusal of a torchrun rank, as train meets it: a real one-rank gloo group (DDP wraps for world > 1, so
-    the runtime says 2), the DDP net and a gather in the refusing frame. Prints the group's threads still alive while the refusal is
-    handled."""
+    the runtime says 2), the DDP net and a gather in the refusing frame. Prints the group's threads still alive
+    while the refusal is handled."""
     assert "torch._dynamo" not in sys.modules  # as in `alexctl train`: DDP imports it once the group exists
     runtime = dataclasses.replace(resolve(devices="cpu"), world=2)
     before = _threads()

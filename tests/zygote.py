@@ -16,8 +16,9 @@ the tests that are about the start itself (the installed script, the import hygi
 The make pipelines start their commands themselves. Given `PY=$(zygote.python())`, a shim, they reach the
 zygote too: the shim forks `-m alexctl...` where that is the same as a fresh interpreter (make's own variables
 and the command line's overrides aside, and PYTHONPATH entries that can shadow nothing already imported), in
-the shim's process group, with its streams; it passes on the signals it gets, waits, and ends as its child
-ended, and the child ends if the shim is killed. It execs the real interpreter for anything else. A forked
+the shim's process group (or a session of its own where the shim has one or sits in another), with its
+streams; it passes on the signals it gets, waits, and ends as its child ended, and the child ends if the
+shim is killed. It execs the real interpreter for anything else. A forked
 child's sys.executable is the shim, so the steps that alexctl's planners start fork too.
 """
 
@@ -344,9 +345,8 @@ def start(request: dict) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.path[0:1] = [] if os.environ.get("PYTHONSAFEPATH") else [os.getcwd()]  # as `python -m` does
-    sys.path[1:1] = _pythonpath(
-        os.environ.get("PYTHONPATH", ""), os.getcwd()
-    )  # as a fresh interpreter puts it (_refusal)
+    # PYTHONPATH's entries, where a fresh interpreter puts them (_refusal allowed them)
+    sys.path[1:1] = _pythonpath(os.environ.get("PYTHONPATH", ""), os.getcwd())
     sys.executable = request.get("executable", sys.executable)  # a shim's path: alexctl's own children fork too
     sys.argv = ["-m", *request["args"]]
     runpy._run_module_as_main(request.get("module", "alexctl"))  # what `python -m` runs; its SystemExit ends it
