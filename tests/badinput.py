@@ -96,8 +96,10 @@ def status_shows(directory: Path, stage: str, states: tuple[str, ...] = ("failed
 
 
 def stage_state(directory: Path, stage: str, *extra: str) -> str:
+    """The state `status` gives the stage named exactly `stage` (a shared run may hold other evaluations, such
+    as val-1crop-last, written by the tests that share it)."""
     report = json.loads(invoke("status", directory, "--json", *extra).stdout)
-    states = [s["state"] for d in report["directories"] for s in d["stages"] if s["stage"].startswith(stage)]
+    states = [s["state"] for d in report["directories"] for s in d["stages"] if s["stage"] == stage]
     assert len(states) == 1, f"status {directory}: {report}"
     return states[0]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import zygote
 from helpers import ROOT, invoke, json_output
 
 
@@ -52,12 +53,13 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
 
 def readme_after_the_tour(work: Path) -> None:
     """ "Using a trained model": predict, a pipe into predict, export, and evaluating on other labelled images,
-    run as a shell runs them (PATH holding the virtualenv's alexctl), on the tour's directories."""
+    run as a shell runs them (PATH holding the virtualenv's alexctl, forked from the zygote: zygote.scripts()),
+    on the tour's directories."""
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```sh\n(.*?)```", text.split("## Using a trained model", 1)[1], re.S).group(1)
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PATH": f"{zygote.scripts()}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         "ALEXCTL_PROGRESS_SECONDS": "1000",
     }
     for line in block.strip().splitlines():

@@ -135,3 +135,47 @@ def test_the_shim_is_refused_what_a_fresh_interpreter_would_do_otherwise(tmp_pat
     assert "json" in zygote._refusal(request(PYTHONPATH=f"{shadow}:{ROOT}"))  # would shadow an imported module
     (shadow / "json.py").unlink()
     assert zygote._refusal(request(PYTHONPATH=str(shadow))) is None  # only new modules: found in the fork too
+    shell = {"PATH": "/elsewhere:/usr/bin", "PWD": "/", "SHLVL": "2", "_": "/usr/bin/env"}  # what bash exports
+    torchrun = {"TORCHELASTIC_RUN_ID": "x", "GROUP_RANK": "0", "ROLE_NAME": "default", "PYTHON_EXEC": "/p"}
+    assert zygote._refusal(request(**shell, **torchrun)) is None
+    assert zygote._refusal(request(__KMP_REGISTERED_LIB_1="x")) == "__KMP_REGISTERED_LIB_1"  # `_` is a name only
+
+
+def test_the_script_shim_is_the_installed_alexctl_forked_and_execs_it_where_a_fork_differs(tmp_path):
+    shim, installed = Path(zygote.scripts()) / "alexctl", Path(sys.executable).with_name("alexctl")
+    env = {**zygote.BASE_ENV, "ALEXCTL_PROGRESS_SECONDS": "1000"}
+    ends = [
+        subprocess.run([str(s), "eval", "nothing"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        for s in (shim, installed)
+    ]
+    assert ends[0].returncode == 2 and "nothing" in ends[0].stderr  # the same sentence and status from both
+    assert (ends[0].returncode, ends[0].stdout, ends[0].stderr) == (ends[1].returncode, ends[1].stdout, ends[1].stderr)
+    before = set(_zygote_children())
+    proc = subprocess.Popen([shim, "demo-data", str(tmp_path / "images"), "--per-class", "500"], env=env,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not set(_zygote_children()) - before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (child,) = set(_zygote_children()) - before  # forked by the zygote
+    assert Path(f"/proc/{child}/cwd").resolve() == Path.cwd().resolve()
+    proc.send_signal(signal.SIGTERM)  # passed on (demo-data has no handler: the fresh script ends by it too)
+    assert proc.wait(timeout=60) == -signal.SIGTERM and child not in _zygote_children()
+    threads = {**env, "OMP_NUM_THREADS": "3"}  # read as torch loads: the installed script itself runs
+    version = [subprocess.run([str(s), "--version"], env=threads, capture_output=True, text=True, timeout=60).stdout
+               for s in (shim, installed)]  # fmt: skip
+    assert version[0] == version[1] and version[0].strip()
+
+
+def test_the_shim_forks_python_u_as_torchrun_starts_its_ranks(tmp_path):
+    before = set(_zygote_children())
+    proc = subprocess.Popen([zygote.python(), "-u", "-m", "alexctl", "demo-data", str(tmp_path), "--per-class", "500"],
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not set(_zygote_children()) - before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (child,) = set(_zygote_children()) - before
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM and child not in _zygote_children()
+    ends = [subprocess.run([p, "-u", "-m", "alexctl", "eval", "nothing"], capture_output=True, text=True, timeout=60)
+            for p in (zygote.python(), sys.executable)]  # fmt: skip
+    assert ends[0].returncode == 2 and (ends[0].stdout, ends[0].stderr) == (ends[1].stdout, ends[1].stderr)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import io
 import json
 import os
 import re
@@ -44,13 +45,27 @@ from pathlib import Path
 ALEXCTL = [sys.executable, "-m", "alexctl"]
 # Read at run time (not while torch and alexctl are imported): a child may differ from the zygote in these.
 RUNTIME = ("ALEXCTL_", "PYTEST_", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK",
-           "LOCAL_WORLD_SIZE", "PYTHONSAFEPATH", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR",
+           "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_", "TORCHELASTIC_", "TORCH_NCCL_",  # torchrun's
+           "PYTHONSAFEPATH", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR",
            "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",  # the compiler's caches: set by a compile in the test process
            "CUBLAS_WORKSPACE_CONFIG")  # read when CUDA starts; set by an in-process --deterministic run  # fmt: skip
+# Read at run time too, these exact names: where a command looks for programs (shutil.which), and what a shell
+# exports to whatever it starts.
+RUNTIME_NAMES = {"PATH", "PWD", "OLDPWD", "SHLVL", "_", "PYTHON_EXEC"}  # PYTHON_EXEC: torchrun's, for its ranks
 # What make puts in a recipe's environment: its own variables and the command line's overrides (OUT=..., named
 # in MAKEFLAGS). Nothing reads those while torch and alexctl are imported, unless the name says so.
 MAKE = {"MAKEFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MFLAGS"}
 IMPORT_TIME = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA", "NCCL_", "LD_")
+# What the commands import once they run, imported in the zygote too, so that each child need not: above all
+# torch._dynamo (2 s of CPU), which `train` imports through torch.optim's dynamo guards and alexctl.device.
+# None of these starts a thread, and the variables they read at import are import-time ones (TORCH*,
+# TRITON_*, ...): a child that sets those otherwise is refused (import_time_differences). A fresh interpreter
+# imports the same modules later, when the command gets to them; the tests of a cold start's imports start
+# real interpreters.
+PRELOAD = ("torch._dynamo", "alexctl.training.train", "alexctl.inference.evaluate", "alexctl.inference.ensemble",
+           "alexctl.inference.classify", "alexctl.inference.export", "alexctl.reporting.report",
+           "alexctl.reporting.status", "alexctl.data.preprocess", "alexctl.benchmarking.gpucheck",
+           "alexctl.benchmarking.bench")  # fmt: skip
 BASE_ENV = dict(os.environ)  # what the zygote is started with: the test process's environment at its start
 
 
@@ -135,7 +150,11 @@ def import_time_differences(env: dict | None = None) -> list[str]:
     """The variables that `env` (this process's by default) sets otherwise than the zygote's environment and
     that are not known to be read only at run time."""
     env = os.environ if env is None else env
-    return sorted(k for k in set(env) | set(BASE_ENV) if env.get(k) != BASE_ENV.get(k) and not k.startswith(RUNTIME))
+    return sorted(
+        k
+        for k in set(env) | set(BASE_ENV)
+        if env.get(k) != BASE_ENV.get(k) and not k.startswith(RUNTIME) and k not in RUNTIME_NAMES
+    )
 
 
 def popen(args, **kwargs) -> subprocess.Popen:
@@ -147,6 +166,12 @@ def python() -> str:
     """A `python` for make pipelines (PY=...): `-m alexctl...` is forked by this test process's zygote where a
     fork is the same as a fresh interpreter (shim), anything else runs the real one."""
     return str(_zygote().python)
+
+
+def scripts() -> str:
+    """A folder to put first on a shell's PATH: its `alexctl` is the installed script, forked by this test
+    process's zygote where a fork is the same as a fresh start of that script (shim), else that script."""
+    return str(_zygote().scripts)
 
 
 def run(args, *, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -179,6 +204,14 @@ class _Client:
             f"zygote.shim({str(self.path)!r}, {sys.executable!r})\n"
         )
         self.python.chmod(0o755)
+        self.scripts = self.path.parent / "bin"
+        self.scripts.mkdir()
+        installed = Path(sys.executable).with_name("alexctl")
+        (self.scripts / "alexctl").write_text(
+            f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {tests!r})\nimport zygote\n"
+            f"zygote.shim({str(self.path)!r}, {sys.executable!r}, script={str(installed)!r})\n"
+        )
+        (self.scripts / "alexctl").chmod(0o755)
 
     def request(self, request: dict, fds: list[int]) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -208,6 +241,8 @@ def serve(path: str) -> dict:
 
     import alexctl.cli  # noqa: F401
 
+    for name in PRELOAD:
+        importlib.import_module(name)
     gc.freeze()  # the imported objects out of the collector's way: a child's collections neither walk nor copy them
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -292,18 +327,32 @@ def _refusal(request: dict) -> str | None:
     return ", ".join(differences) or None
 
 
-def shim(socket_path: str, real: str) -> None:
+def shim(socket_path: str, real: str, script: str | None = None) -> None:
     """`python ARGS` for the make pipelines and for alexctl's own children (the pipelines' PY, the child's
     sys.executable): `-m alexctl...` forked by the zygote where that is the same as a fresh interpreter, in
     this process's group and with its streams, directory and environment; this process waits for it, passes
-    it the signals it gets and ends as it ended. Anything else becomes the real interpreter (exec)."""
+    it the signals it gets and ends as it ended. Anything else becomes the real interpreter (exec).
+    With `script` (the installed `alexctl`), this process stands for that script: `alexctl ARGS`."""
     args = sys.argv[1:]
-    if args[:1] == ["-m"] and len(args) > 1 and args[1].split(".")[0] == "alexctl" and os.path.exists(socket_path):
+    if script:
+        start, fallback = {"args": args, "script": script}, [script, *args]
+    elif args[args[:1] == ["-u"] :][:1] == ["-m"] and args[-1:] != ["-m"]:  # python [-u] -m MODULE ARGS
+        unbuffered = args[0] == "-u"  # torchrun starts its ranks so
+        module, rest = args[1 + unbuffered], args[2 + unbuffered :]
+        start = {"args": rest, "module": module, "executable": sys.argv[0], "unbuffered": unbuffered}
+        start, fallback = (start if module.split(".")[0] == "alexctl" else None), [real, *args]
+    else:
+        start, fallback = None, [real, *args]
+    if start and os.path.exists(socket_path):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         leader = os.getsid(0) == os.getpid()  # started in a session of its own: so is the child
-        request = {"args": args[2:], "module": args[1], "cwd": os.getcwd(), "env": dict(os.environ), "session": leader,
+        request = {**start, "cwd": os.getcwd(), "env": dict(os.environ), "session": leader,
                    "group": -1 if leader else os.getpgrp(), "sid": os.getsid(0), "check": True,
-                   "executable": sys.argv[0], "shim": os.getpid()}  # fmt: skip
+                   "shim": os.getpid()}  # fmt: skip
+        child, early = [], []  # the child's pid once known; the signals that came before it was
+        passed = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+        for sig in passed:
+            signal.signal(sig, lambda number, _: _forward(child[0], number) if child else early.append(number))
         try:
             conn.connect(socket_path)
             socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
@@ -311,16 +360,20 @@ def shim(socket_path: str, real: str) -> None:
         except OSError:  # a standard stream closed, the zygote gone: a real interpreter
             reply = ""
         if reply.startswith("pid "):
-            pid = int(reply.split()[1])
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-                signal.signal(sig, lambda number, _: _forward(pid, number))
+            child.append(int(reply.split()[1]))
+            for number in early:
+                _forward(child[0], number)
             code = os.waitstatus_to_exitcode(int(_line(conn).split()[1]))
             if code < 0:  # ended by a signal: so does this process
                 signal.signal(-code, signal.SIG_DFL)
                 os.kill(os.getpid(), -code)
             os._exit(code)
         conn.close()
-    os.execv(real, [real, *args])
+        for sig in passed:
+            signal.signal(sig, signal.SIG_DFL)
+        for number in early:  # what they would have done to the interpreter starting
+            os.kill(os.getpid(), number)
+    os.execv(fallback[0], fallback)
 
 
 def _die_with(shim: int) -> None:
@@ -340,14 +393,25 @@ def _forward(pid: int, number: int) -> None:
 
 
 def start(request: dict) -> None:
-    """In the child: become `python -m alexctl ARGS` in the request's directory and environment."""
+    """In the child: become `python -m alexctl ARGS` (or the installed script `alexctl ARGS`) in the request's
+    directory and environment."""
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.path[0:1] = [] if os.environ.get("PYTHONSAFEPATH") else [os.getcwd()]  # as `python -m` does
+    if request.get("unbuffered"):  # -u: stdout and stderr written through, as a fresh `python -u` has them
+        for name in ("stdout", "stderr"):
+            old = getattr(sys, name)
+            raw = io.FileIO(old.fileno(), "w", closefd=False)
+            setattr(sys, name, io.TextIOWrapper(raw, encoding=old.encoding, errors=old.errors, write_through=True))
+    script = request.get("script")
+    first = os.path.dirname(os.path.realpath(script)) if script else os.getcwd()  # as Python does
+    sys.path[0:1] = [] if os.environ.get("PYTHONSAFEPATH") else [first]
     # PYTHONPATH's entries, where a fresh interpreter puts them (_refusal allowed them)
     sys.path[1:1] = _pythonpath(os.environ.get("PYTHONPATH", ""), os.getcwd())
     sys.executable = request.get("executable", sys.executable)  # a shim's path: alexctl's own children fork too
+    if script:
+        sys.argv = [script, *request["args"]]
+        runpy.run_path(script, run_name="__main__")  # its sys.exit(main()) ends the child
     sys.argv = ["-m", *request["args"]]
     runpy._run_module_as_main(request.get("module", "alexctl"))  # what `python -m` runs; its SystemExit ends it
 

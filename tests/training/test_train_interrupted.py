@@ -16,6 +16,7 @@ import torch
 
 from alexctl import rundir
 
+import zygote
 from helpers import TINY, freeze_at, invoke, json_output, start_cli
 
 
@@ -130,7 +131,8 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_mid_epoch_resume_matches_an
     at the same step instead of waiting in an all-reduce), every rank saves on the same schedule, and the
     resumed epoch's running sums are those of all ranks: the rerun ends with the same weights and metrics as
     a run that was never stopped."""
-    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000", "OMP_NUM_THREADS": "1"}
+    # torchrun starts its ranks with PYTHON_EXEC: the zygote's shim forks them (torchrun itself starts afresh)
+    env = {**os.environ, "ALEXCTL_PROGRESS_SECONDS": "1000", "OMP_NUM_THREADS": "1", "PYTHON_EXEC": zygote.python()}
     whole = tmp_path / "whole"
     subprocess.run(_torchrun(whole, data), capture_output=True, text=True, timeout=600, env=env, check=True)
 
