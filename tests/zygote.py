@@ -405,9 +405,10 @@ def start(request: dict) -> None:
             setattr(sys, name, io.TextIOWrapper(raw, encoding=old.encoding, errors=old.errors, write_through=True))
     script = request.get("script")
     first = os.path.dirname(os.path.realpath(script)) if script else os.getcwd()  # as Python does
-    sys.path[0:1] = [] if os.environ.get("PYTHONSAFEPATH") else [first]
-    # PYTHONPATH's entries, where a fresh interpreter puts them (_refusal allowed them)
-    sys.path[1:1] = _pythonpath(os.environ.get("PYTHONPATH", ""), os.getcwd())
+    # the script's folder or the working directory (not with PYTHONSAFEPATH), then PYTHONPATH's entries, where a
+    # fresh interpreter puts them (_refusal allowed them)
+    pythonpath = _pythonpath(os.environ.get("PYTHONPATH", ""), os.getcwd())
+    sys.path[0:1] = ([] if os.environ.get("PYTHONSAFEPATH") else [first]) + pythonpath
     sys.executable = request.get("executable", sys.executable)  # a shim's path: alexctl's own children fork too
     if script:
         sys.argv = [script, *request["args"]]
