@@ -8,8 +8,12 @@ signals, exit status, interpreter shutdown with atexit handlers), started as `py
 without the imports. The test side is `Forked`, a subprocess.Popen whose child comes from the zygote, so
 communicate(), wait(timeout), kill() and the rest behave as they do for any process.
 
+Besides torch and the CLI, the zygote imports what the commands import once they run (PRELOAD: above all
+torch._dynamo, 2 s of CPU per `train`), so that no child pays for it.
+
 `popen()` forks only what a fork reproduces faithfully: `python -m alexctl ...` with an environment that
-differs from the one the zygote imported torch under only in variables read at run time (RUNTIME), and
+differs from the one the zygote imported torch under only in variables read at run time (RUNTIME,
+RUNTIME_NAMES), and
 no other user, executable, preexec_fn or extra fds. Anything else starts a real interpreter, and so do
 the tests that are about the start itself (the installed script, the import hygiene of a cold start).
 
@@ -19,7 +23,9 @@ and the command line's overrides aside, and PYTHONPATH entries that can shadow n
 the shim's process group (or a session of its own where the shim has one or sits in another), with its
 streams; it passes on the signals it gets, waits, and ends as its child ended, and the child ends if the
 shim is killed. It execs the real interpreter for anything else. A forked
-child's sys.executable is the shim, so the steps that alexctl's planners start fork too.
+child's sys.executable is the shim, so the steps that alexctl's planners start fork too. The shim also forks
+`python -u -m alexctl` (torchrun's ranks, given PYTHON_EXEC=<shim>), and `zygote.scripts()` is a folder for a
+shell's PATH whose `alexctl` stands for the installed script in the same way.
 """
 
 from __future__ import annotations
@@ -197,21 +203,20 @@ class _Client:
         )
         if self.server.stdout.readline() != b"ready\n":
             raise RuntimeError(f"the zygote did not start (exit {self.server.wait()})")
-        self.python = self.path.parent / "python"  # the shim (python())
-        tests = os.path.dirname(os.path.abspath(__file__))
-        self.python.write_text(
-            f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {tests!r})\nimport zygote\n"
-            f"zygote.shim({str(self.path)!r}, {sys.executable!r})\n"
-        )
-        self.python.chmod(0o755)
-        self.scripts = self.path.parent / "bin"
+        self.python = self._shim(self.path.parent / "python")  # python()
+        self.scripts = self.path.parent / "bin"  # scripts()
         self.scripts.mkdir()
-        installed = Path(sys.executable).with_name("alexctl")
-        (self.scripts / "alexctl").write_text(
+        self._shim(self.scripts / "alexctl", script=str(Path(sys.executable).with_name("alexctl")))
+
+    def _shim(self, path: Path, script: str | None = None) -> Path:
+        """An executable at `path` that runs shim() (without site: it starts in milliseconds)."""
+        tests = os.path.dirname(os.path.abspath(__file__))
+        path.write_text(
             f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {tests!r})\nimport zygote\n"
-            f"zygote.shim({str(self.path)!r}, {sys.executable!r}, script={str(installed)!r})\n"
+            f"zygote.shim({str(self.path)!r}, {sys.executable!r}, script={script!r})\n"
         )
-        (self.scripts / "alexctl").chmod(0o755)
+        path.chmod(0o755)
+        return path
 
     def request(self, request: dict, fds: list[int]) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -334,15 +339,15 @@ def shim(socket_path: str, real: str, script: str | None = None) -> None:
     it the signals it gets and ends as it ended. Anything else becomes the real interpreter (exec).
     With `script` (the installed `alexctl`), this process stands for that script: `alexctl ARGS`."""
     args = sys.argv[1:]
+    unbuffered = args[:1] == ["-u"]  # python -u -m ...: how torchrun starts its ranks
+    rest = args[unbuffered:]
     if script:
-        start, fallback = {"args": args, "script": script}, [script, *args]
-    elif args[args[:1] == ["-u"] :][:1] == ["-m"] and args[-1:] != ["-m"]:  # python [-u] -m MODULE ARGS
-        unbuffered = args[0] == "-u"  # torchrun starts its ranks so
-        module, rest = args[1 + unbuffered], args[2 + unbuffered :]
-        start = {"args": rest, "module": module, "executable": sys.argv[0], "unbuffered": unbuffered}
-        start, fallback = (start if module.split(".")[0] == "alexctl" else None), [real, *args]
+        start = {"args": args, "script": script}
+    elif rest[:1] == ["-m"] and len(rest) > 1 and rest[1].split(".")[0] == "alexctl":
+        start = {"args": rest[2:], "module": rest[1], "executable": sys.argv[0], "unbuffered": unbuffered}
     else:
-        start, fallback = None, [real, *args]
+        start = None
+    fallback = [script, *args] if script else [real, *args]
     if start and os.path.exists(socket_path):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         leader = os.getsid(0) == os.getpid()  # started in a session of its own: so is the child
